@@ -1,0 +1,115 @@
+"""Image encoders by name: one registry, torchvision's weights API, device and precision.
+
+An encoder maps a batch of normalised images to one feature vector per image. ImageNet
+weights are resolved the standard torchvision way (the torch hub cache, or a download
+when online); offline and uncached is a clear :class:`WeightsUnavailable`, never a hang.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+from urllib.error import URLError
+
+import torch
+from torch import nn
+from torchvision.models import get_model, get_model_weights
+
+WEIGHTS = ("imagenet", "none")
+PRECISIONS = ("auto", "bf16", "fp32")
+RANDOM_INIT_SEED = 0  # "none" weights are a fixed random initialisation, not a fresh one
+
+
+class WeightsUnavailable(RuntimeError):
+    """Pretrained weights are neither in the hub cache nor downloadable."""
+
+
+def _resnet_trunk(model: nn.Module) -> nn.Module:
+    model.fc = nn.Identity()
+    return model
+
+
+def _vgg_trunk(model: nn.Module) -> nn.Module:
+    # Global-average the last conv map (512-d) rather than keep VGG's 25,088-d flatten.
+    return nn.Sequential(model.features, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    feature_dim: int
+    trunk: Callable[[nn.Module], nn.Module]
+
+
+BACKBONES = {spec.name: spec for spec in (
+    BackboneSpec("resnet18", 512, _resnet_trunk),
+    BackboneSpec("resnet34", 512, _resnet_trunk),
+    BackboneSpec("resnet50", 2048, _resnet_trunk),
+    BackboneSpec("vgg16", 512, _vgg_trunk),
+)}
+
+
+def backbone_spec(name: str) -> BackboneSpec:
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    return BACKBONES[name]
+
+
+def hub_checkpoint_path(name: str) -> Path:
+    """Where torch hub keeps (or would keep) this backbone's ImageNet checkpoint."""
+    url = get_model_weights(name).DEFAULT.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def imagenet_state_dict(name: str) -> dict:
+    weights = get_model_weights(name).DEFAULT
+    try:
+        return weights.get_state_dict(progress=False, check_hash=True)
+    except (URLError, OSError, RuntimeError) as err:
+        raise WeightsUnavailable(
+            f"ImageNet weights for {name} are not in the torch hub cache and could not be "
+            f"downloaded ({err.__class__.__name__}: {err}). Expected file: {hub_checkpoint_path(name)}. "
+            f"Alternatives: copy that file there (or set TORCH_HOME to a folder holding "
+            f"hub/checkpoints/{hub_checkpoint_path(name).name}), run once where the internet is "
+            f"reachable, or use --weights none (a fixed random initialisation)."
+        ) from None
+
+
+def build_encoder(name: str, weights: str = "imagenet") -> nn.Module:
+    """The backbone's feature trunk in eval mode, with the requested weights."""
+    spec = backbone_spec(name)
+    if weights not in WEIGHTS:
+        raise ValueError(f"unknown weights {weights!r}; choose one of {', '.join(WEIGHTS)}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        model = get_model(name, weights=None)
+    if weights == "imagenet":
+        model.load_state_dict(imagenet_state_dict(name))
+    return spec.trunk(model).eval()
+
+
+def cpu_supports_bf16() -> bool:
+    """True on CPUs with native bf16 (AMX or AVX-512 BF16), where bf16 is ~3x faster."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` means bf16 wherever the hardware runs it natively, else fp32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_supports_bf16()
+    return "bf16" if native else "fp32"

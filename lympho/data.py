@@ -1,0 +1,270 @@
+"""Load and validate a lymphocytosis cohort in the challenge's own layout.
+
+The layout, exactly as the challenge distributes it::
+
+    <root>/trainset/trainset_true.csv   ID,LABEL,GENDER,DOB,LYMPH_COUNT
+    <root>/trainset/<ID>/*.jpg          one folder of lymphocyte crops per patient
+    <root>/testset/testset_data.csv     same columns, LABEL = -1 (unknown)
+    <root>/testset/<ID>/*.jpg
+    <root>/clinical_annotation.csv      both splits in one table (not needed here)
+
+Every problem is raised as a :class:`CohortError` that names the file, the line
+and the field, so a user pointing the tool at a broken download knows what to fix.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+#: Ages are computed against this fixed date (the cohort was collected before
+#: 2020) so that a patient's age, and every result, never drift with the calendar.
+REFERENCE_DATE = date(2020, 1, 1)
+
+SPLITS = {"train": ("trainset", "trainset_true.csv"), "test": ("testset", "testset_data.csv")}
+COLUMNS = ("ID", "LABEL", "GENDER", "DOB", "LYMPH_COUNT")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
+# Both formats occur in the real files: "11/3/1933" (M/D/YYYY) and "28-04-1943".
+DATE_FORMATS = ("%m/%d/%Y", "%d-%m-%Y", "%Y-%m-%d")
+UNKNOWN_LABEL = -1
+
+
+class CohortError(ValueError):
+    """Bad input, located precisely: ``path``, 1-based CSV ``line`` and ``field``."""
+
+    def __init__(self, message: str, path: Path | str | None = None,
+                 line: int | None = None, field: str | None = None):
+        self.message, self.path, self.line, self.field = message, path, line, field
+        where = [str(p) for p in (path,) if p is not None]
+        if line is not None:
+            where.append(f"line {line}")
+        if field is not None:
+            where.append(f"field {field}")
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+
+
+@dataclass(frozen=True)
+class Patient:
+    """One patient: clinical values and the paths of their lymphocyte images."""
+
+    id: str
+    split: str
+    label: int  # 0 reactive, 1 malignant, -1 unknown
+    gender: str  # "M" or "F"
+    age: float  # years at REFERENCE_DATE
+    lymph_count: float  # x 10^9 / L
+    images: tuple[Path, ...]
+    dob: date | None = None
+
+
+@dataclass
+class Cohort:
+    """All patients of one data directory (or of the synthetic demo)."""
+
+    root: Path
+    patients: list[Patient]
+    synthetic: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"synthetic demo ({self.root})" if self.synthetic else str(self.root)
+
+    def select(self, split: str = "train", labelled: bool | None = None) -> list[Patient]:
+        """Patients of ``split`` ("train", "test" or "all"), optionally only (un)labelled."""
+        chosen = [p for p in self.patients if split == "all" or p.split == split]
+        if labelled is not None:
+            chosen = [p for p in chosen if (p.label != UNKNOWN_LABEL) == labelled]
+        return chosen
+
+    def labelled(self) -> list[Patient]:
+        return [p for p in self.patients if p.label != UNKNOWN_LABEL]
+
+    def frame(self) -> pd.DataFrame:
+        """One row per patient: the clinical table, with image counts."""
+        return pd.DataFrame([{
+            "id": p.id, "split": p.split, "label": p.label, "gender": p.gender,
+            "age": p.age, "lymph_count": p.lymph_count, "n_images": len(p.images),
+        } for p in self.patients])
+
+
+def clinical_matrix(patients: list[Patient], log_count: bool = True) -> np.ndarray:
+    """Clinical features ``[age, male, lymph_count]``; counts span 2-300, so log helps."""
+    count = np.array([p.lymph_count for p in patients], dtype=np.float64)
+    return np.column_stack([
+        [p.age for p in patients],
+        [1.0 if p.gender == "M" else 0.0 for p in patients],
+        np.log(count) if log_count else count,
+    ])
+
+
+def clinical_names(log_count: bool = True) -> list[str]:
+    return ["age", "male", "log_lymph_count" if log_count else "lymph_count"]
+
+
+def parse_dob(text: str, path=None, line=None) -> date:
+    """Parse a date of birth in any format found in the challenge files."""
+    for fmt in DATE_FORMATS:
+        try:
+            return datetime.strptime(text.strip(), fmt).date()
+        except ValueError:
+            continue
+    raise CohortError(f"unparseable date {text!r} (expected M/D/YYYY, DD-MM-YYYY or YYYY-MM-DD)",
+                      path, line, "DOB")
+
+
+def age_at_reference(dob: date) -> float:
+    return (REFERENCE_DATE - dob).days / 365.25
+
+
+def parse_gender(text: str, path=None, line=None) -> str:
+    gender = text.strip().upper()  # the real files write one "f"
+    if gender not in ("M", "F"):
+        raise CohortError(f"unknown gender {text!r} (expected M or F)", path, line, "GENDER")
+    return gender
+
+
+def parse_lymph_count(text: str, path=None, line=None) -> float:
+    try:
+        count = float(text)
+    except ValueError:
+        raise CohortError(f"non-numeric lymphocyte count {text!r}", path, line, "LYMPH_COUNT") from None
+    if not math.isfinite(count) or count <= 0:
+        raise CohortError(f"lymphocyte count must be positive, got {text!r}", path, line, "LYMPH_COUNT")
+    return count
+
+
+def parse_label(text: str, path=None, line=None) -> int:
+    try:
+        label = int(float(text))
+    except ValueError:
+        label = None
+    if label not in (0, 1, UNKNOWN_LABEL):
+        raise CohortError(f"label must be 0, 1 or -1 (unknown), got {text!r}", path, line, "LABEL")
+    return label
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files of a patient folder, sorted, skipping hidden files (.DS_Store ...)."""
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".")
+                  and p.name != "Thumbs.db" and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def check_image(path: Path) -> None:
+    """Read an image's header; a truncated or foreign file fails here, not mid-run."""
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except (OSError, UnidentifiedImageError, SyntaxError) as err:
+        raise CohortError(f"unreadable image ({err})", path) from None
+
+
+def read_image(path: Path) -> Image.Image:
+    """Decode an image of any size or mode as RGB."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (OSError, UnidentifiedImageError, SyntaxError) as err:
+        raise CohortError(f"unreadable image ({err})", path) from None
+
+
+def read_split_csv(csv_path: Path) -> pd.DataFrame:
+    if not csv_path.is_file():
+        raise CohortError("missing clinical CSV", csv_path)
+    try:
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
+        raise CohortError(f"not a readable CSV ({err})", csv_path) from None
+    missing = [c for c in COLUMNS if c not in table.columns]
+    if missing:
+        raise CohortError(f"missing column(s) {', '.join(missing)}; found {list(table.columns)}",
+                          csv_path, 1)
+    return table
+
+
+def parse_row(row: pd.Series, split: str, folder: Path, csv_path: Path, line: int,
+              verify_images: bool) -> Patient:
+    pid = row["ID"].strip()
+    if not pid:
+        raise CohortError("empty patient ID", csv_path, line, "ID")
+    dob = parse_dob(row["DOB"], csv_path, line)
+    patient_dir = folder / pid
+    if not patient_dir.is_dir():
+        raise CohortError(f"patient {pid} has no image folder {patient_dir}", csv_path, line, "ID")
+    images = list_images(patient_dir)
+    if not images:
+        raise CohortError(f"patient {pid}'s image folder is empty", patient_dir)
+    if verify_images:
+        for image in images:
+            check_image(image)
+    return Patient(
+        id=pid, split=split, label=parse_label(row["LABEL"], csv_path, line),
+        gender=parse_gender(row["GENDER"], csv_path, line), dob=dob, age=age_at_reference(dob),
+        lymph_count=parse_lymph_count(row["LYMPH_COUNT"], csv_path, line), images=tuple(images),
+    )
+
+
+def load_split(root: Path, split: str, verify_images: bool) -> tuple[list[Patient], list[str]]:
+    folder_name, csv_name = SPLITS[split]
+    folder, csv_path = root / folder_name, root / folder_name / csv_name
+    table = read_split_csv(csv_path)
+    patients, seen = [], {}
+    for index, row in table.iterrows():
+        line = index + 2  # header is line 1
+        patient = parse_row(row, split, folder, csv_path, line, verify_images)
+        if patient.id in seen:
+            raise CohortError(f"duplicate patient ID {patient.id} (first on line {seen[patient.id]})",
+                              csv_path, line, "ID")
+        seen[patient.id] = line
+        patients.append(patient)
+    unlisted = sorted(p.name for p in folder.iterdir()
+                      if p.is_dir() and not p.name.startswith(".") and p.name not in seen)
+    warnings = [f"{folder}: folder(s) not listed in {csv_name}, ignored: {', '.join(unlisted)}"] if unlisted else []
+    return patients, warnings
+
+
+def load_cohort(root: Path | str, verify_images: bool = True, synthetic: bool = False) -> Cohort:
+    """Load a cohort directory; ``testset/`` is optional, ``trainset/`` is not."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise CohortError("data directory not found", root)
+    if not (root / "trainset").is_dir():
+        raise CohortError("missing trainset/ directory (expected the challenge layout)", root)
+    patients, warnings = [], []
+    for split, (folder_name, _) in SPLITS.items():
+        if split == "test" and not (root / folder_name).is_dir():
+            continue
+        split_patients, split_warnings = load_split(root, split, verify_images)
+        patients += split_patients
+        warnings += split_warnings
+    duplicates = [pid for pid, n in Counter(p.id for p in patients).items() if n > 1]
+    if duplicates:
+        raise CohortError(f"patient ID(s) in both trainset and testset: {', '.join(sorted(duplicates))}", root)
+    return Cohort(root=root, patients=patients, synthetic=synthetic, warnings=warnings)
+
+
+def default_cache_dir() -> Path:
+    """``LYMPHO_CACHE``, else the user's cache folder (XDG on Linux)."""
+    if os.environ.get("LYMPHO_CACHE"):
+        return Path(os.environ["LYMPHO_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "lympho"
+
+
+def resolve_cohort(data: Path | str | None = None, cache_dir: Path | None = None) -> Cohort:
+    """The cohort to use: ``data``, else ``LYMPHO_DATA``, else the synthetic demo."""
+    data = data or os.environ.get("LYMPHO_DATA")
+    if data:
+        return load_cohort(data)
+    from lympho.synthetic import demo_cohort_dir
+
+    return load_cohort(demo_cohort_dir(cache_dir or default_cache_dir()), synthetic=True)

@@ -1,0 +1,218 @@
+"""An experiment: a hashable configuration, running it, and the store of past runs.
+
+Data flows one way: cohort -> instance features (cached) -> pooled bag features
+(+ clinical) -> classifier inside cross-validation -> metrics -> stored run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from lympho.backbones import BACKBONES, PRECISIONS, WEIGHTS
+from lympho.classifiers import CLASSIFIERS, IMBALANCE, make_pipeline
+from lympho.data import Cohort, Patient, clinical_matrix, clinical_names
+from lympho.evaluation import METRICS, cross_validate
+from lympho.features import FeatureExtractor, Preprocessing
+from lympho.pooling import POOLINGS, pool_bags
+
+FEATURE_SETS = ("clinical", "images", "both")
+
+#: (stage, done, total): stage is "extract" or "folds".
+StageProgress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything that determines a result; equal configs give identical numbers."""
+
+    features: str = "both"
+    backbone: str = "resnet18"
+    weights: str = "imagenet"
+    pooling: str = "mean"
+    classifier: str = "mlp"
+    imbalance: str = "weights"
+    folds: int = 3
+    repeats: int = 1
+    seed: int = 0
+    log_count: bool = True
+    precision: str = "auto"
+    crop: int | None = None
+
+    def __post_init__(self):
+        choices = {"features": FEATURE_SETS, "backbone": tuple(BACKBONES), "weights": WEIGHTS,
+                   "pooling": tuple(POOLINGS), "classifier": CLASSIFIERS,
+                   "imbalance": IMBALANCE, "precision": PRECISIONS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        if self.folds < 2 or self.repeats < 1:
+            raise ValueError(f"folds must be >= 2 and repeats >= 1, got {self.folds} and {self.repeats}")
+
+    @property
+    def uses_images(self) -> bool:
+        return self.features != "clinical"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ExperimentConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown config field(s): {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+    def key(self) -> str:
+        return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+    def label(self) -> str:
+        """A short human name, e.g. ``MLP, clinical + resnet18/mean``."""
+        images = f"{self.backbone}/{self.pooling}" + ("" if self.weights == "imagenet" else f" ({self.weights})")
+        parts = {"clinical": "clinical", "images": images, "both": f"clinical + {images}"}
+        return f"{self.classifier.upper() if self.classifier != 'logreg' else 'LogReg'}, {parts[self.features]}"
+
+
+def make_extractor(config: ExperimentConfig, cache_dir: Path | None) -> FeatureExtractor:
+    return FeatureExtractor(config.backbone, config.weights, precision=config.precision,
+                            preprocessing=Preprocessing(crop=config.crop), cache_dir=cache_dir)
+
+
+def design_matrix(patients: Sequence[Patient], config: ExperimentConfig,
+                  bags: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, list[str]]:
+    """Patient-level features for ``config``; ``bags`` are the instance features, if used."""
+    blocks, names = [], []
+    if config.features in ("clinical", "both"):
+        blocks.append(clinical_matrix(patients, config.log_count))
+        names += clinical_names(config.log_count)
+    if config.uses_images:
+        pooled = pool_bags(bags, config.pooling)
+        blocks.append(pooled)
+        names += [f"{config.pooling}_{i}" for i in range(pooled.shape[1])]
+    return np.hstack(blocks), names
+
+
+def instance_bags(patients: Sequence[Patient], config: ExperimentConfig, cache_dir: Path | None,
+                  progress: StageProgress | None = None) -> list[np.ndarray] | None:
+    if not config.uses_images:
+        return None
+    on_extract = (lambda done, total: progress("extract", done, total)) if progress else None
+    return make_extractor(config, cache_dir).bags(patients, on_extract)
+
+
+def cohort_summary(cohort: Cohort) -> dict:
+    return {"name": cohort.name, "root": str(cohort.root), "synthetic": cohort.synthetic,
+            "n_labelled": len(cohort.labelled())}
+
+
+def run_experiment(cohort: Cohort, config: ExperimentConfig, cache_dir: Path | None = None,
+                   progress: StageProgress | None = None,
+                   bags: Sequence[np.ndarray] | None = None) -> dict:
+    """Cross-validate ``config`` on the labelled patients; a JSON-ready run record."""
+    patients = cohort.labelled()
+    if bags is None:
+        bags = instance_bags(patients, config, cache_dir, progress)
+    X, _ = design_matrix(patients, config, bags)
+    y = np.array([p.label for p in patients])
+    on_fold = (lambda done, total: progress("folds", done, total)) if progress else None
+    result = cross_validate(make_pipeline(config.classifier, config.imbalance, config.seed), X, y,
+                            [p.id for p in patients], folds=config.folds, repeats=config.repeats,
+                            seed=config.seed, progress=on_fold)
+    return {
+        "config": config.to_dict(), "key": config.key(), "label": config.label(),
+        "cohort": cohort_summary(cohort), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "folds": result.folds, "summary": result.summary(),
+        "oof": result.oof.to_dict(orient="list"), "versions": versions(),
+    }
+
+
+#: The report's Table 2: (features, classifier) per row, in its order.
+TABLE2_ROWS = (("clinical", "svm"), ("both", "svm"), ("images", "svm"), ("both", "mlp"), ("images", "mlp"))
+
+
+def run_ablation(cohort: Cohort, base: ExperimentConfig,
+                 rows: Sequence[tuple[str, str]] = TABLE2_ROWS, cache_dir: Path | None = None,
+                 progress: StageProgress | None = None) -> tuple[pd.DataFrame, list[dict]]:
+    """Run each (features, classifier) row on shared cached features; one table row per fold."""
+    configs = [dataclasses.replace(base, features=f, classifier=c) for f, c in rows]
+    image_config = next((c for c in configs if c.uses_images), None)
+    bags = instance_bags(cohort.labelled(), image_config, cache_dir, progress) if image_config else None
+    runs = [run_experiment(cohort, config, cache_dir, progress, bags) for config in configs]
+    return ablation_table(runs), runs
+
+
+def ablation_table(runs: Sequence[dict]) -> pd.DataFrame:
+    records = []
+    for run in runs:
+        config = {k: v for k, v in run["config"].items()}
+        for fold in run["folds"]:
+            records.append({"configuration": run["label"], **config, "repeat": fold["repeat"],
+                            "fold": fold["fold"], **{m: fold[m] for m in METRICS}})
+    return pd.DataFrame(records)
+
+
+def versions() -> dict:
+    from importlib.metadata import version
+
+    packages = ("torch", "torchvision", "scikit-learn", "imbalanced-learn", "xgboost", "numpy")
+    return {"python": platform.python_version(), **{p: version(p) for p in packages}}
+
+
+def write_json_atomic(path: Path, payload) -> None:
+    """Write via a temporary file and rename, so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
+        json.dump(payload, tmp, indent=1, default=_json_default)
+    os.replace(tmp.name, path)
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+class RunStore:
+    """Every run as one JSON file under ``<cache>/runs``; nothing is ever overwritten."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+
+    def save(self, run: dict) -> str:
+        run_id = f"{run['created'].replace(':', '')}-{run['key']}"
+        path = self.directory / f"{run_id}.json"
+        suffix = 1
+        while path.exists():
+            path = self.directory / f"{run_id}-{suffix}.json"
+            suffix += 1
+        write_json_atomic(path, run)
+        return path.stem
+
+    def ids(self) -> list[str]:
+        return sorted(p.stem for p in self.directory.glob("*.json")) if self.directory.is_dir() else []
+
+    def load(self, run_id: str) -> dict:
+        return json.loads((self.directory / f"{run_id}.json").read_text())
+
+    def runs(self) -> list[dict]:
+        """Every readable run, oldest first; a damaged file is skipped, not fatal."""
+        loaded = []
+        for run_id in self.ids():
+            try:
+                loaded.append({"id": run_id, **self.load(run_id)})
+            except (json.JSONDecodeError, OSError, UnicodeDecodeError):
+                continue
+        return loaded
