@@ -1,0 +1,314 @@
+"""Patient-level classifiers for reactive (0) vs malignant (1) lymphocytosis.
+
+Each patient is one row: image features pooled over that patient's cells
+(multiple-instance learning with per-patient labels) plus clinical features.
+The cohort is small and imbalanced, so every model is wrapped in a pipeline
+that scales features and then handles the imbalance either with class weights
+or with SMOTE. Both live inside the pipeline so that, under cross-validation,
+they are fitted on training folds only and never see the test patients.
+
+Everything is deterministic for a given ``random_state``.
+"""
+
+import warnings
+from contextlib import contextmanager
+from itertools import pairwise
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from imblearn.over_sampling import SMOTE
+from imblearn.pipeline import Pipeline
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+from xgboost import XGBClassifier
+
+CLASSIFIERS = ("svm", "mlp", "xgboost", "logreg")
+IMBALANCE = ("none", "weights", "smote")
+
+
+def _check_choice(name, value, choices):
+    """Raise a ValueError naming the valid choices when ``value`` is not one."""
+    if value not in choices:
+        raise ValueError(f"Unknown {name} {value!r}; choose one of {', '.join(map(repr, choices))}.")
+
+
+def _balanced_weights(class_weight, y, sample_weight):
+    """Per-sample weights n / (n_classes * n_c) for "balanced", times ``sample_weight``."""
+    _check_choice("class_weight", class_weight, (None, "balanced"))
+    weights = np.ones(len(y)) if class_weight is None else compute_sample_weight("balanced", y)
+    return weights if sample_weight is None else weights * np.asarray(sample_weight, dtype=float)
+
+
+def _encode_binary_target(estimator, y):
+    """Set ``classes_`` and return ``y`` as 0/1 indices into it (binary problems only)."""
+    check_classification_targets(y)
+    estimator.classes_, y_index = np.unique(y, return_inverse=True)
+    if len(estimator.classes_) != 2:
+        raise ValueError(
+            f"Only binary classification is supported; y has {len(estimator.classes_)} class(es): "
+            f"{estimator.classes_.tolist()}."
+        )
+    return y_index
+
+
+@contextmanager
+def _torch_threads(n_threads):
+    """Temporarily limit torch's intra-op threads; tiny matmuls run faster on one thread."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+class _MLP(torch.nn.Module):
+    """ReLU multilayer perceptron with one output logit.
+
+    Initialisation and dropout masks draw from an explicit generator, so the
+    global torch RNG is neither used nor advanced.
+    """
+
+    def __init__(self, n_features, hidden_layer_sizes, dropout, generator):
+        super().__init__()
+        sizes = (n_features, *hidden_layer_sizes, 1)
+        self.layers = torch.nn.ModuleList(
+            torch.nn.utils.skip_init(torch.nn.Linear, n_in, n_out) for n_in, n_out in pairwise(sizes)
+        )
+        self.dropout = dropout
+        for layer in self.layers:  # PyTorch's default Linear init, seeded locally
+            bound = layer.in_features**-0.5
+            torch.nn.init.uniform_(layer.weight, -bound, bound, generator=generator)
+            torch.nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+
+    def forward(self, x, generator=None):
+        """Logits for ``x``; dropout is applied only when a generator is given (training)."""
+        for layer in self.layers[:-1]:
+            x = torch.relu(layer(x))
+            if generator is not None and self.dropout > 0:
+                keep = torch.rand(x.shape, generator=generator) >= self.dropout
+                x = x * keep / (1.0 - self.dropout)
+        return self.layers[-1](x).squeeze(-1)
+
+
+class _BinaryClassifier(ClassifierMixin, BaseEstimator):
+    """Base for the two-class estimators here; the tag tells scikit-learn tools."""
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False
+        return tags
+
+
+class TorchMLPClassifier(_BinaryClassifier):
+    """Binary MLP classifier in torch with a scikit-learn interface.
+
+    Trained with Adam on a (sample-weighted) binary cross-entropy over logits.
+    ``class_weight="balanced"`` weights each sample by n / (2 * n_c) so both
+    classes contribute equally to the loss. Minibatches are built by indexing
+    float32 tensors and fitting runs on a single torch thread: on ~100 rows
+    this is far faster than a DataLoader or multi-threaded matmuls.
+    """
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(64,),
+        learning_rate=1e-3,
+        batch_size=8,
+        epochs=100,
+        weight_decay=0.0,
+        dropout=0.0,
+        class_weight=None,
+        random_state=0,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.weight_decay = weight_decay
+        self.dropout = dropout
+        self.class_weight = class_weight
+        self.random_state = random_state
+
+    def fit(self, X, y, sample_weight=None):
+        """Train from scratch on ``X``, ``y``; returns self."""
+        X, y = validate_data(self, X, y, dtype=np.float32)
+        y_index = _encode_binary_target(self, y)
+        weights = _balanced_weights(self.class_weight, y_index, sample_weight)
+        generator = torch.Generator().manual_seed(self.random_state)
+        with _torch_threads(1):
+            self.model_ = _MLP(X.shape[1], tuple(self.hidden_layer_sizes), self.dropout, generator)
+            self._train(
+                torch.tensor(X),
+                torch.tensor(y_index, dtype=torch.float32),
+                torch.tensor(weights, dtype=torch.float32),
+                generator,
+            )
+        return self
+
+    def _train(self, X, y, weights, generator):
+        """Run ``epochs`` passes of shuffled minibatch Adam updates."""
+        optimizer = torch.optim.Adam(
+            self.model_.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay, fused=True
+        )
+        self.model_.train()
+        for _ in range(self.epochs):
+            order = torch.randperm(len(X), generator=generator)
+            for batch in torch.split(order, self.batch_size):
+                logits = self.model_(X[batch], generator)
+                loss = F.binary_cross_entropy_with_logits(logits, y[batch], weight=weights[batch])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+        self.model_.eval()
+
+    def decision_function(self, X):
+        """Logit of the positive class (``classes_[1]``)."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float32, reset=False)
+        with _torch_threads(1), torch.no_grad():
+            return self.model_(torch.tensor(X)).double().numpy()
+
+    def predict_proba(self, X):
+        """Probabilities for ``classes_``, shape (n_samples, 2)."""
+        positive = 1.0 / (1.0 + np.exp(-self.decision_function(X)))
+        return np.column_stack([1.0 - positive, positive])
+
+    def predict(self, X):
+        """Positive class where the logit is > 0 (probability > 0.5)."""
+        positive = self.decision_function(X) > 0
+        return self.classes_[positive.astype(int)]
+
+
+class XGBoostClassifier(_BinaryClassifier):
+    """``xgboost.XGBClassifier`` that accepts ``class_weight`` like scikit-learn models.
+
+    ``class_weight="balanced"`` becomes per-sample weights at fit time, so the
+    imbalance handling is the same across all classifiers. Labels are encoded
+    to 0/1 internally, so any two class labels work.
+    """
+
+    def __init__(
+        self,
+        n_estimators=200,
+        max_depth=3,
+        learning_rate=0.05,
+        subsample=0.8,
+        colsample_bytree=0.5,
+        class_weight=None,
+        random_state=0,
+        n_jobs=1,
+    ):
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.subsample = subsample
+        self.colsample_bytree = colsample_bytree
+        self.class_weight = class_weight
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    def fit(self, X, y, sample_weight=None):
+        """Train a fresh booster on ``X``, ``y``; returns self."""
+        X, y = validate_data(self, X, y)
+        y_index = _encode_binary_target(self, y)
+        self.model_ = XGBClassifier(
+            n_estimators=self.n_estimators,
+            max_depth=self.max_depth,
+            learning_rate=self.learning_rate,
+            subsample=self.subsample,
+            colsample_bytree=self.colsample_bytree,
+            random_state=self.random_state,
+            n_jobs=self.n_jobs,
+            objective="binary:logistic",
+            tree_method="hist",
+        )
+        weights = _balanced_weights(self.class_weight, y_index, sample_weight)
+        self.model_.fit(X, y_index, sample_weight=weights)
+        return self
+
+    def predict_proba(self, X):
+        """Probabilities for ``classes_``, shape (n_samples, 2)."""
+        check_is_fitted(self)
+        return self.model_.predict_proba(validate_data(self, X, reset=False)).astype(np.float64)
+
+    def predict(self, X):
+        """Positive class where its probability is > 0.5."""
+        positive = self.predict_proba(X)[:, 1] > 0.5
+        return self.classes_[positive.astype(int)]
+
+
+class CheckedSMOTE(SMOTE):
+    """SMOTE that explains, instead of a k-NN traceback, when a class is too small.
+
+    SMOTE interpolates each minority sample with one of its ``k_neighbors``
+    same-class neighbours, so every class it oversamples needs at least
+    ``k_neighbors + 1`` samples in the training fold. (Only checked for an
+    integer ``k_neighbors``, the default.)
+    """
+
+    def fit_resample(self, X, y, **params):
+        """Check the minority class sizes, then oversample as SMOTE does."""
+        labels, counts = np.unique(y, return_counts=True)
+        needed = self.k_neighbors + 1 if isinstance(self.k_neighbors, int) else 0
+        for label, count in zip(labels, counts):
+            if count < counts.max() and count < needed:
+                raise ValueError(
+                    f"SMOTE needs at least {needed} samples of each minority class "
+                    f"(k_neighbors={self.k_neighbors} plus one) in every training fold, "
+                    f"but this fold has only {count} of class {label} "
+                    f"(of {len(y)} training samples). Use fewer folds, more patients, "
+                    f"or imbalance='weights'."
+                )
+        return super().fit_resample(X, y, **params)
+
+
+# scikit-learn 1.9 deprecates SVC(probability=True); its suggested replacement,
+# CalibratedClassifierCV, predicts from calibrated probabilities and so undoes the class
+# weighting. requirements.txt pins 1.9, where the parameter still works as before.
+warnings.filterwarnings("ignore", message="The `probability` parameter was deprecated",
+                        category=FutureWarning)
+
+
+def _svm(class_weight, random_state):
+    return SVC(kernel="rbf", probability=True, class_weight=class_weight, random_state=random_state)
+
+
+def _mlp(class_weight, random_state):
+    return TorchMLPClassifier(class_weight=class_weight, random_state=random_state)
+
+
+def _xgboost(class_weight, random_state):
+    return XGBoostClassifier(class_weight=class_weight, random_state=random_state)
+
+
+def _logreg(class_weight, random_state):
+    return LogisticRegression(max_iter=5000, C=1.0, class_weight=class_weight, random_state=random_state)
+
+
+_BUILDERS = {"svm": _svm, "mlp": _mlp, "xgboost": _xgboost, "logreg": _logreg}
+
+
+def make_pipeline(classifier: str, imbalance: str = "weights", random_state: int = 0) -> Pipeline:
+    """Scaler, optional SMOTE, and classifier as one (unfitted) imblearn pipeline.
+
+    ``imbalance``: "none" leaves the classes as they are, "weights" sets
+    ``class_weight="balanced"`` on the classifier, "smote" oversamples the
+    minority class of the (scaled) training data. Being pipeline steps, the
+    scaler and SMOTE are refitted on each training fold only, and SMOTE is
+    skipped at prediction time.
+    """
+    _check_choice("classifier", classifier, CLASSIFIERS)
+    _check_choice("imbalance", imbalance, IMBALANCE)
+    class_weight = "balanced" if imbalance == "weights" else None
+    steps = [("scale", StandardScaler())]
+    if imbalance == "smote":
+        steps.append(("smote", CheckedSMOTE(random_state=random_state)))
+    steps.append(("clf", _BUILDERS[classifier](class_weight, random_state)))
+    return Pipeline(steps)

@@ -1,0 +1,110 @@
+"""The CLI contract: every command, its outputs, and one-line errors with exit code 2."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from lympho.__main__ import main
+from lympho.data import load_cohort
+
+IMAGE_OPTIONS = ["--weights", "none", "--precision", "fp32"]
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_evaluate_on_real_clinical_data_writes_the_json_contract(real_data, tmp_path, capsys):
+    report = tmp_path / "run.json"
+    code, out, _ = run_cli(capsys, "evaluate", "--data", real_data, "--features", "clinical",
+                           "--classifier", "svm", "--repeats", "2", "--json", report)
+    assert code == 0 and "bal_acc" in out and "mean±std" in out
+    run = json.loads(report.read_text())
+    assert run["config"]["classifier"] == "svm" and run["cohort"]["synthetic"] is False
+    assert len(run["folds"]) == 6
+    fold = run["folds"][0]
+    assert {"repeat", "fold", "balanced_accuracy", "f1", "recall", "specificity", "precision",
+            "roc_auc", "confusion_matrix"} <= set(fold)
+    (tn, fp), (fn, tp) = fold["confusion_matrix"]
+    assert tn + fp + fn + tp in (36, 37)
+    assert 0.7 < run["summary"]["balanced_accuracy"]["mean"] <= 1
+    again = tmp_path / "again.json"
+    run_cli(capsys, "evaluate", "--data", real_data, "--features", "clinical", "--classifier", "svm",
+            "--repeats", "2", "--json", again)
+    assert json.loads(again.read_text())["folds"] == run["folds"]
+
+
+def test_demo_cohort_is_used_and_labelled_without_data(capsys, tmp_path):
+    report = tmp_path / "demo.json"
+    code, _, err = run_cli(capsys, "evaluate", "--features", "clinical", "--json", report)
+    assert code == 0 and "SYNTHETIC DEMO COHORT" in err
+    assert json.loads(report.read_text())["cohort"]["synthetic"] is True
+
+
+def test_ablation_writes_table2(small_cohort, tmp_path, capsys):
+    code, out, _ = run_cli(capsys, "ablation", "--data", small_cohort, *IMAGE_OPTIONS, "--out", tmp_path / "abl")
+    assert code == 0 and "balanced_accuracy" in out
+    table = pd.read_csv(tmp_path / "abl" / "ablation.csv")
+    assert len(table) == 15 and {"fold", "balanced_accuracy", "f1", "recall", "classifier", "features"} <= set(table.columns)
+
+
+def test_extract_fills_the_cache(small_cohort, capsys):
+    code, out, _ = run_cli(capsys, "extract", "--data", small_cohort, "--backbone", "resnet18", *IMAGE_OPTIONS,
+                           "--split", "test")
+    assert code == 0 and "img/s" in out and "0 cached" in out
+    code, out, _ = run_cli(capsys, "extract", "--data", small_cohort, "--backbone", "resnet18", *IMAGE_OPTIONS,
+                           "--split", "test")
+    assert " 0 extracted" in out.replace("(", " ")
+
+
+def test_train_predict_score(small_cohort, tmp_path, capsys):
+    model = tmp_path / "model"
+    code, out, _ = run_cli(capsys, "train", "--data", small_cohort, "--features", "both", *IMAGE_OPTIONS,
+                           "--classifier", "logreg", "--out", model)
+    assert code == 0 and (model / "model.json").is_file()
+    code, _, _ = run_cli(capsys, "predict", "--model", model, "--data", small_cohort, "--split", "test",
+                         "--out", tmp_path / "p.csv")
+    predictions = pd.read_csv(tmp_path / "p.csv")
+    assert list(predictions.columns) == ["id", "probability", "prediction"] and len(predictions) == 3
+    run_cli(capsys, "predict", "--model", model, "--data", small_cohort, "--out", tmp_path / "k.csv", "--kaggle")
+    kaggle = pd.read_csv(tmp_path / "k.csv")
+    assert list(kaggle.columns) == ["Id", "Predicted"] and set(kaggle.Predicted) <= {0, 1}
+    folder = load_cohort(small_cohort).select("test")[0].images[0].parent
+    code, out, _ = run_cli(capsys, "score", "--model", model, "--images", folder, "--gender", "M",
+                           "--dob", "28-04-1943", "--lymph-count", "25")
+    assert code == 0 and "probability of malignancy" in out
+
+
+def test_train_defaults_to_the_recommended_config(small_cohort, tmp_path, capsys):
+    code, out, _ = run_cli(capsys, "train", "--data", small_cohort, "--out", tmp_path / "m")
+    assert code == 0
+    from lympho.scoring import RECOMMENDED
+    assert json.loads((tmp_path / "m" / "model.json").read_text())["config"] == RECOMMENDED.to_dict()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["evaluate", "--data", "/no/such/dir"], "/no/such/dir: data directory not found"),
+    (["predict", "--model", "/no/model", "--out", "x.csv"], "model directory not found"),
+    (["score", "--model", "/no/model", "--images", ".", "--gender", "M", "--age", "5", "--lymph-count", "5"],
+     "model directory not found"),
+])
+def test_errors_are_one_line_exit_2(argv, message, capsys):
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2 and err.strip().startswith("error:") and message in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_bad_csv_from_a_real_process_has_no_traceback(small_cohort):
+    csv = small_cohort / "trainset" / "trainset_true.csv"
+    table = pd.read_csv(csv, dtype=str)
+    table.loc[2, "DOB"] = "yesterday"
+    table.to_csv(csv, index=False)
+    done = subprocess.run([sys.executable, "-m", "lympho", "evaluate", "--data", str(small_cohort),
+                           "--features", "clinical"], capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "trainset_true.csv, line 4, field DOB: unparseable date 'yesterday'" in done.stderr
