@@ -31,6 +31,11 @@ CONFIG_OPTIONS = {  # option -> (type, choices); None means "keep the base confi
 }
 
 
+#: The report's setting for Table 2: ImageNet ResNet18 features, mean-pooled, weighted loss.
+ABLATION_BASE = ExperimentConfig(pooling="mean", imbalance="weights")
+EXTRACT_BASE = ExperimentConfig()
+
+
 class ProgressBars:
     """One tqdm bar per stage ("extract", "folds"), on stderr."""
 
@@ -54,11 +59,15 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
                         "$LYMPHO_CACHE, else ~/.cache/lympho")
 
 
-def add_config_options(parser: argparse.ArgumentParser, names=tuple(CONFIG_OPTIONS)) -> None:
+def add_config_options(parser: argparse.ArgumentParser, base: ExperimentConfig,
+                       names=tuple(CONFIG_OPTIONS)) -> None:
     for name in names:
         kind, choices = CONFIG_OPTIONS[name]
-        parser.add_argument(f"--{name}", type=kind, choices=choices)
-    parser.add_argument("--raw-count", action="store_true", help="use the lymphocyte count unlogged")
+        default = getattr(base, name)
+        parser.add_argument(f"--{name}", type=kind, choices=choices,
+                            help=f"default: {'none' if default is None else default}")
+    if "features" in names:
+        parser.add_argument("--raw-count", action="store_true", help="use the lymphocyte count unlogged")
 
 
 def config_from(args, base: ExperimentConfig) -> ExperimentConfig:
@@ -106,7 +115,7 @@ def cmd_evaluate(args) -> None:
 
 def cmd_ablation(args) -> None:
     cohort = load(args)
-    base = config_from(args, ExperimentConfig(pooling="mean", imbalance="weights"))
+    base = config_from(args, ABLATION_BASE)
     table, runs = run_ablation(cohort, base, cache_dir=cache_dir_of(args), progress=ProgressBars())
     store = RunStore(cache_dir_of(args) / "runs")
     for run in runs:
@@ -122,7 +131,7 @@ def cmd_ablation(args) -> None:
 
 def cmd_extract(args) -> None:
     cohort = load(args)
-    config = config_from(args, ExperimentConfig(backbone=args.backbone))
+    config = config_from(args, EXTRACT_BASE)
     patients = cohort.select(args.split)
     extractor = make_extractor(config, cache_dir_of(args))
     bars = ProgressBars()
@@ -166,31 +175,33 @@ def cmd_score(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lympho", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m lympho",
+        description="Reactive (0) or malignant (1) lymphocytosis from blood-smear image bags and clinical data.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     evaluate = commands.add_parser("evaluate", help="cross-validate one configuration")
     add_data_options(evaluate)
-    add_config_options(evaluate)
+    add_config_options(evaluate, RECOMMENDED)
     evaluate.add_argument("--json", type=Path, help="write config, folds and summary here")
     evaluate.set_defaults(run=cmd_evaluate)
 
     ablation = commands.add_parser("ablation", help="the report's Table 2, five rows")
     add_data_options(ablation)
-    add_config_options(ablation, ("backbone", "weights", "pooling", "imbalance", "folds", "repeats", "seed", "precision", "crop"))
+    add_config_options(ablation, ABLATION_BASE, ("backbone", "weights", "pooling", "imbalance", "folds",
+                                                 "repeats", "seed", "precision", "crop"))
     ablation.add_argument("--out", type=Path, required=True, help="folder for ablation.csv")
     ablation.set_defaults(run=cmd_ablation)
 
     extract = commands.add_parser("extract", help="fill the feature cache, report img/s")
     add_data_options(extract)
-    add_config_options(extract, ("weights", "precision", "crop"))
-    extract.add_argument("--backbone", choices=tuple(BACKBONES), required=True)
+    add_config_options(extract, EXTRACT_BASE, ("backbone", "weights", "precision", "crop"))
     extract.add_argument("--split", choices=(*SPLITS, "all"), default="all")
     extract.set_defaults(run=cmd_extract)
 
     train = commands.add_parser("train", help="fit on all labelled patients (default: recommended config)")
     add_data_options(train)
-    add_config_options(train)
+    add_config_options(train, RECOMMENDED)
     train.add_argument("--out", type=Path, required=True, help="model directory to write")
     train.set_defaults(run=cmd_train)
 

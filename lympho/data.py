@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from lympho.synthetic import demo_cohort_dir
+
 #: Ages are computed against this fixed date (the cohort was collected before
 #: 2020) so that a patient's age, and every result, never drift with the calendar.
 REFERENCE_DATE = date(2020, 1, 1)
@@ -265,6 +267,4 @@ def resolve_cohort(data: Path | str | None = None, cache_dir: Path | None = None
     data = data or os.environ.get("LYMPHO_DATA")
     if data:
         return load_cohort(data)
-    from lympho.synthetic import demo_cohort_dir
-
     return load_cohort(demo_cohort_dir(cache_dir or default_cache_dir()), synthetic=True)

@@ -23,7 +23,6 @@ from sklearn.metrics import (
     roc_curve,
 )
 from sklearn.model_selection import RepeatedStratifiedKFold
-from sklearn.utils import _safe_indexing
 
 METRICS = ("balanced_accuracy", "f1", "recall", "specificity", "precision", "roc_auc")
 
@@ -111,7 +110,7 @@ def cross_validate(estimator, X, y, ids, folds=3, repeats=1, seed=0, progress=No
     is called after each fold. The same inputs and ``seed`` give the same
     folds and, with deterministic estimators, identical results.
     """
-    y, ids = np.asarray(y), np.asarray(ids)
+    X, y, ids = np.asarray(X), np.asarray(y), np.asarray(ids)
     _check_cv_inputs(X, y, ids, folds)
     y = y.astype(int)
     splitter = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
@@ -119,8 +118,8 @@ def cross_validate(estimator, X, y, ids, folds=3, repeats=1, seed=0, progress=No
     fold_rows, oof_parts = [], []
     for index, (train, test) in enumerate(splitter.split(np.zeros(len(y)), y)):
         repeat, fold = divmod(index, folds)
-        model = clone(estimator).fit(_safe_indexing(X, train), y[train])
-        X_test = _safe_indexing(X, test)
+        model = clone(estimator).fit(X[train], y[train])
+        X_test = X[test]
         prediction, probability = model.predict(X_test), _positive_proba(model, X_test)
         where = {"repeat": repeat + 1, "fold": fold + 1}
         fold_rows.append(

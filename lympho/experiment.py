@@ -28,6 +28,7 @@ from lympho.features import FeatureExtractor, Preprocessing
 from lympho.pooling import POOLINGS, pool_bags
 
 FEATURE_SETS = ("clinical", "images", "both")
+CLASSIFIER_NAMES = {"svm": "SVM", "mlp": "MLP", "xgboost": "XGBoost", "logreg": "LogReg"}
 
 #: (stage, done, total): stage is "extract" or "folds".
 StageProgress = Callable[[str, int, int], None]
@@ -82,7 +83,7 @@ class ExperimentConfig:
         """A short human name, e.g. ``MLP, clinical + resnet18/mean``."""
         images = f"{self.backbone}/{self.pooling}" + ("" if self.weights == "imagenet" else f" ({self.weights})")
         parts = {"clinical": "clinical", "images": images, "both": f"clinical + {images}"}
-        return f"{self.classifier.upper() if self.classifier != 'logreg' else 'LogReg'}, {parts[self.features]}"
+        return f"{CLASSIFIER_NAMES[self.classifier]}, {parts[self.features]}"
 
 
 def make_extractor(config: ExperimentConfig, cache_dir: Path | None) -> FeatureExtractor:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lympho.backbones import backbone_spec, build_encoder, resolve_device, resolve_precision
+from lympho.backbones import backbone_spec, inference_encoder, resolve_device, resolve_precision
 from lympho.data import CohortError, Patient, read_image
 
 PREPROCESSING_VERSION = 1
@@ -129,8 +129,7 @@ class FeatureExtractor:
     @property
     def encoder(self) -> torch.nn.Module:
         if self._encoder is None:
-            model = build_encoder(self.spec.name, self.weights).to(self.device)
-            self._encoder = model.to(memory_format=torch.channels_last)
+            self._encoder = inference_encoder(self.spec.name, self.weights, self.device)
         return self._encoder
 
     def _cached(self, keys: list[str]) -> dict[int, np.ndarray]:

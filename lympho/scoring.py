@@ -32,9 +32,10 @@ from lympho.experiment import (ExperimentConfig, StageProgress, cohort_summary, 
                                instance_bags, versions, write_json_atomic)
 
 MODEL_FORMAT = 1
-#: Chosen by 20 x repeated 3-fold cross-validation on the real cohort (see README):
-#: the best configuration that needs no downloaded weights.
-RECOMMENDED = ExperimentConfig(features="clinical", classifier="logreg", imbalance="weights")
+#: Chosen by 20 x repeated 3-fold cross-validation on the real cohort
+#: (benchmarks/model_selection.py, figures in the README): the best configuration that
+#: needs no downloaded weights.
+RECOMMENDED = ExperimentConfig(features="clinical", classifier="xgboost", imbalance="weights")
 
 
 class ModelError(RuntimeError):
