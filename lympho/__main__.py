@@ -1,4 +1,4 @@
-"""Command line: ``python -m lympho {evaluate,ablation,extract,train,predict,score}``.
+"""Command line: ``python -m lympho {data,evaluate,ablation,extract,train,predict,score,runs}``.
 
 Every command calls the same core functions as the dashboard. With no ``--data`` (and
 no ``LYMPHO_DATA``) the synthetic demo cohort is used, and every output says so.
@@ -8,20 +8,27 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
+import json
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
 from tqdm import tqdm
 
+from lympho import reports
 from lympho.backbones import BACKBONES, PRECISIONS, WEIGHTS, WeightsUnavailable
 from lympho.classifiers import CLASSIFIERS, IMBALANCE
-from lympho.data import SPLITS, CohortError, default_cache_dir, parse_dob, resolve_cohort
+from lympho.data import (REFERENCE_DATE, SPLITS, CohortError, default_cache_dir, overview, parse_dob,
+                         resolve_cohort)
 from lympho.evaluation import METRICS
-from lympho.experiment import (FEATURE_SETS, ExperimentConfig, RunStore, make_extractor,
-                               run_ablation, run_experiment, write_json_atomic)
+from lympho.experiment import (FEATURE_SETS, TABLE2_ROWS, ExperimentConfig, RunStore, ablation_table,
+                               make_extractor, run_ablation, run_experiment, table2_layout, write_json_atomic)
 from lympho.pooling import POOLINGS
-from lympho.scoring import RECOMMENDED, ModelError, load_model, make_patient, save_model, score_patient, train_model
+from lympho.scoring import (RECOMMENDED, ModelError, instance_scores, load_model, make_patient, save_model,
+                            score_patient, train_model)
+from lympho.uploads import save_uploads
 
 CONFIG_OPTIONS = {  # option -> (type, choices); None means "keep the base config's value"
     "features": (str, FEATURE_SETS), "backbone": (str, tuple(BACKBONES)), "weights": (str, WEIGHTS),
@@ -113,19 +120,41 @@ def cmd_evaluate(args) -> None:
         write_json_atomic(args.json, {k: run[k] for k in ("config", "cohort", "folds", "summary")})
 
 
+def cmd_data(args) -> None:
+    cohort = load(args)
+    print(f"{cohort.name}: {len(cohort.patients)} patients, "
+          f"{sum(len(p.images) for p in cohort.patients)} images (ages at {REFERENCE_DATE})")
+    print(overview(cohort).to_string(index=False, float_format="%.1f"))
+
+
+def comma_list(allowed):
+    def parse(text: str) -> list[str]:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        wrong = [item for item in items if item not in allowed]
+        if wrong or not items:
+            raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(allowed)}")
+        return items
+    return parse
+
+
 def cmd_ablation(args) -> None:
     cohort = load(args)
     base = config_from(args, ABLATION_BASE)
-    table, runs = run_ablation(cohort, base, cache_dir=cache_dir_of(args), progress=ProgressBars())
+    custom = args.feature_sets or args.classifiers
+    rows = (list(itertools.product(args.feature_sets or ["clinical", "images", "both"],
+                                   args.classifiers or ["svm", "mlp"])) if custom else TABLE2_ROWS)
+    runs, bars = [], ProgressBars()
+    for imbalance in args.imbalances or [base.imbalance]:
+        runs += run_ablation(cohort, dataclasses.replace(base, imbalance=imbalance), rows,
+                             cache_dir_of(args), bars)[1]
+    table = ablation_table(runs)
     store = RunStore(cache_dir_of(args) / "runs")
     for run in runs:
         store.save(run)
     args.out.mkdir(parents=True, exist_ok=True)
     table.insert(0, "synthetic", cohort.synthetic)
     table.to_csv(args.out / "ablation.csv", index=False)
-    wide = table.pivot_table(index="configuration", columns="fold", sort=False,
-                             values=["balanced_accuracy", "f1", "recall"])
-    print(wide.to_string(float_format="%.2f"))
+    print(table2_layout(table).to_string(float_format="%.2f"))
     print(f"wrote {args.out / 'ablation.csv'}")
 
 
@@ -150,28 +179,75 @@ def cmd_train(args) -> None:
     print(f"trained {model.meta['label']} on {len(cohort.labelled())} patients -> {args.out}")
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def cmd_predict(args) -> None:
     model = load_model(args.model)
     cohort = load(args)
-    patients = cohort.select(args.split)
-    predictions = model.predict(patients, cache_dir_of(args), ProgressBars())
-    if args.kaggle:
-        predictions = predictions.rename(columns={"id": "Id", "prediction": "Predicted"})[["Id", "Predicted"]]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    predictions.to_csv(tmp, index=False)
-    tmp.replace(args.out)
+    predictions = model.predict(cohort.select(args.split), cache_dir_of(args), ProgressBars())
+    write_text_atomic(args.out, reports.submission_csv(predictions) if args.kaggle
+                      else predictions.to_csv(index=False))
     print(f"wrote {len(predictions)} predictions ({args.split}) -> {args.out}")
+
+
+def patient_images(source: Path, scratch: Path) -> Path | list[Path]:
+    """A folder as it is; a zip (or one image) checked and unpacked like a dashboard upload."""
+    if source.is_dir():
+        return source
+    if not source.is_file():
+        raise CohortError("no such image folder or file", source)
+    return save_uploads([(source.name, source.read_bytes())], scratch / "patient")
 
 
 def cmd_score(args) -> None:
     model = load_model(args.model)
     dob = parse_dob(args.dob) if args.dob else None
-    patient = make_patient(args.images, args.gender, args.lymph_count, age=args.age, dob=dob)
-    result = score_patient(model, patient, cache_dir_of(args))
+    threshold = model.threshold_for_sensitivity(args.sensitivity) if args.sensitivity else args.threshold
+    with tempfile.TemporaryDirectory() as scratch:
+        patient = make_patient(patient_images(args.images, Path(scratch)), args.gender, args.lymph_count,
+                               age=args.age, dob=dob)
+        result = score_patient(model, patient, cache_dir_of(args), threshold)
+        cells = instance_scores(model, patient, cache_dir_of(args))
+        ranked = [] if cells is None else [(p.read_bytes(), s) for p, s in zip(cells.path, cells.score)]
     decision = "malignant" if result["prediction"] else "reactive"
-    print(f"probability of malignancy {result['probability']:.3f} -> {decision} "
-          f"({result['n_images']} images; model: {result['model']})")
+    print(f"probability of malignancy {result['probability']:.3f} -> {decision} at threshold "
+          f"{threshold:.3f} ({result['n_images']} images; model: {result['model']})")
+    if args.report:
+        write_text_atomic(args.report, reports.patient_report_html(result, ranked[:reports.MAX_CELLS]))
+        print(f"wrote the one-page report -> {args.report}")
+
+
+def cmd_runs_list(args) -> None:
+    runs = RunStore(cache_dir_of(args) / "runs").runs()
+    if not runs:
+        print("no stored runs")
+        return
+    table = reports.runs_table(runs)
+    columns = ["id", "label", "imbalance", "synthetic", "balanced_accuracy_mean", "balanced_accuracy_std",
+               "recall_mean", "roc_auc_mean"]
+    print(table[columns].to_string(index=False, float_format="%.3f"))
+
+
+def cmd_runs_export(args) -> None:
+    store = RunStore(cache_dir_of(args) / "runs")
+    unknown = set(args.ids or []) - set(store.ids())
+    if unknown:
+        raise ValueError(f"no stored run(s) {', '.join(sorted(unknown))}; see `python -m lympho runs list`")
+    runs = [run for run in store.runs() if not args.ids or run["id"] in args.ids]
+    if not runs:
+        raise ValueError("no stored runs to export")
+    kind = args.out.suffix.lower()
+    exporters = {".csv": lambda: reports.runs_table(runs).to_csv(index=False),
+                 ".json": lambda: json.dumps(runs, indent=1), ".html": lambda: reports.runs_report_html(runs)}
+    if kind not in exporters:
+        raise ValueError(f"{args.out}: the file name must end in .csv, .json or .html")
+    write_text_atomic(args.out, exporters[kind]())
+    print(f"exported {len(runs)} run(s) -> {args.out}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m lympho",
         description="Reactive (0) or malignant (1) lymphocytosis from blood-smear image bags and clinical data.")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="summarise a cohort")
+    add_data_options(data)
+    data.set_defaults(run=cmd_data)
 
     evaluate = commands.add_parser("evaluate", help="cross-validate one configuration")
     add_data_options(evaluate)
@@ -190,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_options(ablation)
     add_config_options(ablation, ABLATION_BASE, ("backbone", "weights", "pooling", "imbalance", "folds",
                                                  "repeats", "seed", "precision", "crop"))
+    ablation.add_argument("--feature-sets", type=comma_list(FEATURE_SETS),
+                          help="custom grid: comma list of clinical,images,both")
+    ablation.add_argument("--classifiers", type=comma_list(CLASSIFIERS), help="custom grid: comma list")
+    ablation.add_argument("--imbalances", type=comma_list(IMBALANCE), help="comma list (default: weights)")
     ablation.add_argument("--out", type=Path, required=True, help="folder for ablation.csv")
     ablation.set_defaults(run=cmd_ablation)
 
@@ -215,14 +299,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     score = commands.add_parser("score", help="score one patient from a folder of images")
     score.add_argument("--model", type=Path, required=True)
-    score.add_argument("--images", type=Path, required=True)
+    score.add_argument("--images", type=Path, required=True, help="a folder of images, or a zip of them")
     score.add_argument("--gender", required=True, help="M or F")
     born = score.add_mutually_exclusive_group(required=True)
     born.add_argument("--dob", help="date of birth: M/D/YYYY, DD-MM-YYYY or YYYY-MM-DD")
     born.add_argument("--age", type=float, help="age in years")
     score.add_argument("--lymph-count", required=True, help="lymphocytes, x10^9/L")
+    point = score.add_mutually_exclusive_group()
+    point.add_argument("--threshold", type=float, default=0.5, help="decision threshold (default 0.5)")
+    point.add_argument("--sensitivity", type=float,
+                       help="use the threshold reaching this out-of-fold sensitivity on the training patients")
+    score.add_argument("--report", type=Path, help="write a one-page HTML report here")
     score.add_argument("--cache-dir", type=Path)
     score.set_defaults(run=cmd_score)
+
+    runs = commands.add_parser("runs", help="stored runs: list or export").add_subparsers(dest="action", required=True)
+    listing = runs.add_parser("list", help="every stored run")
+    listing.add_argument("--cache-dir", type=Path)
+    listing.set_defaults(run=cmd_runs_list)
+    export = runs.add_parser("export", help="export runs as CSV, JSON or a self-contained HTML report")
+    export.add_argument("--ids", nargs="+", help="run ids (default: all)")
+    export.add_argument("--out", type=Path, required=True, help="FILE.csv, FILE.json or FILE.html")
+    export.add_argument("--cache-dir", type=Path)
+    export.set_defaults(run=cmd_runs_export)
     return parser
 
 

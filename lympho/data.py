@@ -14,6 +14,7 @@ and the field, so a user pointing the tool at a broken download knows what to fi
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections import Counter
@@ -96,6 +97,18 @@ class Cohort:
             "id": p.id, "split": p.split, "label": p.label, "gender": p.gender,
             "age": p.age, "lymph_count": p.lymph_count, "n_images": len(p.images),
         } for p in self.patients])
+
+
+LABEL_NAMES = {0: "reactive", 1: "malignant", UNKNOWN_LABEL: "unknown"}
+
+
+def overview(cohort: Cohort) -> pd.DataFrame:
+    """Patients, images and median clinical values per split and label."""
+    frame = cohort.frame().assign(label=lambda f: f.label.map(LABEL_NAMES))
+    return frame.groupby(["split", "label"]).agg(
+        patients=("id", "size"), images=("n_images", "sum"), min_images=("n_images", "min"),
+        max_images=("n_images", "max"), median_age=("age", "median"),
+        median_count=("lymph_count", "median")).reset_index()
 
 
 def clinical_matrix(patients: list[Patient], log_count: bool = True) -> np.ndarray:
@@ -268,3 +281,24 @@ def resolve_cohort(data: Path | str | None = None, cache_dir: Path | None = None
     if data:
         return load_cohort(data)
     return load_cohort(demo_cohort_dir(cache_dir or default_cache_dir()), synthetic=True)
+
+
+RECENT_FILE = "recent_data_dirs.json"
+
+
+def remembered_data_dirs(cache_dir: Path) -> list[str]:
+    """Cohort directories used before, most recent first (a damaged list is just empty)."""
+    try:
+        entries = json.loads((Path(cache_dir) / RECENT_FILE).read_text())
+    except (OSError, ValueError):
+        return []
+    return [e for e in entries if isinstance(e, str)] if isinstance(entries, list) else []
+
+
+def remember_data_dir(cache_dir: Path, directory: Path | str, keep: int = 8) -> None:
+    entries = [str(directory)] + [e for e in remembered_data_dirs(cache_dir) if e != str(directory)]
+    path = Path(cache_dir) / RECENT_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(entries[:keep]))
+    os.replace(tmp, path)  # atomic: the list is never half-written

@@ -155,13 +155,23 @@ def run_ablation(cohort: Cohort, base: ExperimentConfig,
 
 
 def ablation_table(runs: Sequence[dict]) -> pd.DataFrame:
-    records = []
-    for run in runs:
-        config = {k: v for k, v in run["config"].items()}
-        for fold in run["folds"]:
-            records.append({"configuration": run["label"], **config, "repeat": fold["repeat"],
-                            "fold": fold["fold"], **{m: fold[m] for m in METRICS}})
-    return pd.DataFrame(records)
+    """One row per configuration and fold: the configuration's fields, then the metrics."""
+    return pd.DataFrame([{"configuration": run["label"], **run["config"], "repeat": fold["repeat"],
+                          "fold": fold["fold"], **{m: fold[m] for m in METRICS}}
+                         for run in runs for fold in run["folds"]])
+
+
+TABLE2_METRICS = ("balanced_accuracy", "f1", "recall")
+
+
+def table2_layout(table: pd.DataFrame) -> pd.DataFrame:
+    """The report's Table 2: a row per configuration, each metric per fold (``repeat.fold``
+    when repeated)."""
+    repeated = table["repeat"].max() > 1
+    split = table["repeat"].astype(str) + "." + table["fold"].astype(str) if repeated else table["fold"].astype(str)
+    wide = table.assign(split=split).pivot_table(index=["configuration", "imbalance"], columns="split",
+                                                 values=list(TABLE2_METRICS), sort=False)
+    return wide[list(TABLE2_METRICS)]
 
 
 def versions() -> dict:

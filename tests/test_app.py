@@ -24,7 +24,7 @@ def test_demo_cohort_is_the_default_and_marked(monkeypatch):
 
 def test_real_cohort_from_lympho_data(monkeypatch, real_data):
     app = start(monkeypatch, real_data)
-    assert [m.value for m in app.metric] == ["120", "76 / 34", "9746"]
+    assert [m.value for m in app.metric] == ["120", "76 / 34", "10", "9746"]
     assert not app.sidebar.warning
 
 

@@ -108,3 +108,51 @@ def test_bad_csv_from_a_real_process_has_no_traceback(small_cohort):
                            "--features", "clinical"], capture_output=True, text=True)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "trainset_true.csv, line 4, field DOB: unparseable date 'yesterday'" in done.stderr
+
+
+def test_data_summary(real_data, capsys):
+    code, out, _ = run_cli(capsys, "data", "--data", real_data)
+    assert code == 0 and "120 patients, 9746 images" in out and "malignant" in out
+
+
+def test_custom_ablation_grid(real_data, tmp_path, capsys):
+    code, out, _ = run_cli(capsys, "ablation", "--data", real_data, "--feature-sets", "clinical",
+                           "--classifiers", "logreg,xgboost", "--imbalances", "weights,smote", "--out", tmp_path)
+    table = pd.read_csv(tmp_path / "ablation.csv")
+    assert code == 0 and len(table) == 2 * 2 * 3
+    assert set(zip(table.classifier, table.imbalance)) == {(c, i) for c in ("logreg", "xgboost")
+                                                           for i in ("weights", "smote")}
+
+
+def test_runs_list_and_export(real_data, tmp_path, capsys):
+    for classifier in ("logreg", "svm"):
+        run_cli(capsys, "evaluate", "--data", real_data, "--features", "clinical", "--classifier", classifier)
+    code, out, _ = run_cli(capsys, "runs", "list")
+    assert code == 0 and "LogReg, clinical" in out and "SVM, clinical" in out
+    run_id = out.splitlines()[1].split()[0]
+    for suffix in ("csv", "json", "html"):
+        code, _, _ = run_cli(capsys, "runs", "export", "--ids", run_id, "--out", tmp_path / f"r.{suffix}")
+        assert code == 0
+    assert len(pd.read_csv(tmp_path / "r.csv")) == 1
+    assert json.loads((tmp_path / "r.json").read_text())[0]["id"] == run_id
+    assert (tmp_path / "r.html").read_text().count("<script") >= 1
+    code, _, err = run_cli(capsys, "runs", "export", "--ids", "nope", "--out", tmp_path / "x.csv")
+    assert code == 2 and "no stored run(s) nope" in err
+
+
+def test_score_a_zip_with_report_and_target_sensitivity(small_cohort, tmp_path, capsys):
+    import zipfile
+
+    model = tmp_path / "model"
+    run_cli(capsys, "train", "--data", small_cohort, "--features", "both", *IMAGE_OPTIONS,
+            "--classifier", "logreg", "--out", model)
+    images = load_cohort(small_cohort).select("test")[0].images
+    archive = tmp_path / "cells.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for path in images:
+            bundle.write(path, f"patient/{path.name}")
+    code, out, _ = run_cli(capsys, "score", "--model", model, "--images", archive, "--gender", "F", "--age", "70",
+                           "--lymph-count", "12", "--sensitivity", "0.9", "--report", tmp_path / "report.html")
+    assert code == 0 and f"({len(images)} images" in out
+    report = (tmp_path / "report.html").read_text()
+    assert report.count("<img") == min(len(images), 12) and "not a diagnosis" in report.lower()

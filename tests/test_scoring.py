@@ -4,11 +4,13 @@ import dataclasses
 import json
 from datetime import date
 
+import numpy as np
 import pytest
 
 from lympho.data import CohortError, load_cohort
 from lympho.experiment import ExperimentConfig
-from lympho.scoring import ModelError, load_model, make_patient, save_model, score_patient, train_model
+from lympho.scoring import (ModelError, instance_scores, load_model, make_patient, model_catalog, save_model,
+                            score_patient, train_model)
 
 IMAGE_MODEL = ExperimentConfig(features="both", weights="none", precision="fp32", classifier="logreg")
 
@@ -101,3 +103,95 @@ def test_bad_image_folder_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("hi")
     with pytest.raises(CohortError, match="no images"):
         make_patient(tmp_path, "M", 5, age=50)
+
+
+def logit(p):
+    return np.log(p) - np.log1p(-p)
+
+
+@pytest.fixture(scope="module")
+def shared(small_cohort_template, tmp_path_factory):
+    """One image model and its feature cache for the read-only tests below (keeps them fast)."""
+    cache = tmp_path_factory.mktemp("shared-cache")
+    cohort = load_cohort(small_cohort_template)
+    return cohort, train_model(cohort, IMAGE_MODEL, cache), cache
+
+
+def test_out_of_fold_predictions_choose_an_operating_point(shared, tmp_path):
+    cohort, model, _ = shared
+    model = load_model(save_model(model, tmp_path / "model"))  # oof survive the JSON round trip
+    assert model.meta["oof"] == shared[1].meta["oof"]
+    oof = model.meta["oof"]
+    assert len(oof["y_true"]) == len(oof["probability"]) == len(cohort.labelled())
+    threshold = model.threshold_for_sensitivity(0.95)
+    point = model.operating_point(threshold)
+    assert point["threshold"] == threshold and point["sensitivity"] >= 0.95
+    y_true, probability = np.array(oof["y_true"]), np.array(oof["probability"])
+    assert (probability[y_true == 1] >= threshold).mean() >= 0.95
+    assert model.operating_point(1.01)["sensitivity"] == 0  # nobody called malignant
+    with pytest.raises(ValueError, match="target sensitivity"):
+        model.threshold_for_sensitivity(1.5)
+
+
+def test_a_cohort_too_small_for_cv_stores_no_oof(cohort, tmp_path):
+    config = ExperimentConfig(features="clinical", classifier="logreg", folds=10)
+    model = load_model(save_model(train_model(cohort, config), tmp_path / "m"))
+    assert model.meta["oof"] is None and "fewer than folds=10" in model.meta["oof_unavailable"]
+    with pytest.raises(ModelError, match="no out-of-fold predictions.*fewer than folds=10"):
+        model.threshold_for_sensitivity(0.9)
+    with pytest.raises(ModelError, match="no out-of-fold"):
+        model.operating_point(0.5)
+
+
+def test_instance_scores_rank_every_cell(shared):
+    cohort, model, cache = shared
+    patient = make_patient(cohort.select("test")[0].images[0].parent, "M", 30, age=70)
+    scores = instance_scores(model, patient, cache)
+    assert list(scores.columns) == ["path", "score"] and len(scores) == len(patient.images)
+    assert sorted(scores.path) == sorted(patient.images)
+    assert scores.score.is_monotonic_decreasing and scores.score.between(0, 1).all()
+    # Mean pooling + a linear classifier: the patient's logit is the mean of the cells' logits.
+    probability = score_patient(model, patient, cache)["probability"]
+    assert logit(probability) == pytest.approx(logit(scores.score.to_numpy()).mean(), abs=1e-6)
+    clinical = train_model(cohort, ExperimentConfig(features="clinical", classifier="logreg"))
+    assert instance_scores(clinical, patient) is None
+
+
+def test_score_patient_decides_at_the_threshold(shared):
+    cohort, model, cache = shared
+    patient = make_patient(cohort.select("test")[0].images[0].parent, "f", "12.5", age=61)
+    result = score_patient(model, patient, cache)
+    p = result["probability"]
+    assert result["threshold"] == 0.5 and result["prediction"] == int(p >= 0.5)
+    assert {k: result[k] for k in ("gender", "age", "lymph_count")} == {"gender": "F", "age": 61.0,
+                                                                        "lymph_count": 12.5}
+    assert score_patient(model, patient, cache, threshold=p)["prediction"] == 1
+    assert score_patient(model, patient, cache, threshold=min(1.0, p + 1e-9))["prediction"] == int(p >= 1.0)
+    assert score_patient(model, patient, cache, threshold=0)["prediction"] == 1
+    for bad in (1.5, -0.1, float("nan"), "high"):
+        with pytest.raises(CohortError, match="threshold"):
+            score_patient(model, patient, cache, threshold=bad)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(gender="M", lymph_count=1500, age=60), "at most 1000"),
+    (dict(gender="M", lymph_count=0, age=60), "must be positive"),
+    (dict(gender="M", lymph_count=5, age="old"), "non-numeric age"),
+    (dict(gender="M", lymph_count=5, age=-1), "between 0 and 120"),
+])
+def test_out_of_range_input_is_refused(cohort, kwargs, message):
+    folder = cohort.select("test")[0].images[0].parent
+    with pytest.raises(CohortError, match=message):
+        make_patient(folder, **kwargs)
+
+
+def test_model_catalog_lists_models_and_reports_damaged_ones(shared, tmp_path):
+    _, model, _ = shared
+    assert model_catalog(tmp_path / "none") == ([], [])
+    save_model(model, tmp_path / "models" / "good")
+    (tmp_path / "models" / "bad").mkdir()
+    (tmp_path / "models" / "bad" / "model.json").write_text("{half")
+    (tmp_path / "models" / "unrelated").mkdir()
+    found, damaged = model_catalog(tmp_path / "models")
+    assert [(p.name, m["label"]) for p, m in found] == [("good", IMAGE_MODEL.label())]
+    assert len(damaged) == 1 and "bad" in damaged[0] and "damaged" in damaged[0]

@@ -1,0 +1,163 @@
+"""Streamlit pieces shared by the pages: the loaded cohort, config widgets, jobs, run views.
+
+Only presentation lives here; every computation is a ``lympho`` function that the CLI
+calls too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from lympho import figures
+from lympho.backbones import BACKBONES, WEIGHTS, hub_checkpoint_path
+from lympho.classifiers import CLASSIFIERS, IMBALANCE
+from lympho.data import default_cache_dir
+from lympho.evaluation import METRICS, operating_point, threshold_for_sensitivity
+from lympho.experiment import CLASSIFIER_NAMES, FEATURE_SETS, ExperimentConfig, RunStore
+from lympho.jobs import Job
+from lympho.pooling import POOLINGS
+
+FEATURE_NAMES = {"clinical": "Clinical only", "images": "Images only", "both": "Clinical + images"}
+
+
+def current_cohort():
+    """The cohort picked in the sidebar; stops the page with a hint when there is none."""
+    cohort = st.session_state.get("cohort")
+    if cohort is None:
+        st.info("Choose a data directory in the sidebar, or leave it empty for the demo cohort.")
+        st.stop()
+    return cohort
+
+
+def cache_dir() -> Path:
+    return Path(st.session_state.get("cache_dir") or default_cache_dir())
+
+
+def run_store() -> RunStore:
+    return RunStore(cache_dir() / "runs")
+
+
+def synthetic_banner() -> None:
+    if st.session_state["cohort"].synthetic:
+        st.warning("Synthetic demo cohort: generated images and values, not patients.", icon=":material/science:")
+
+
+def weights_available(backbone: str) -> bool:
+    return hub_checkpoint_path(backbone).is_file()
+
+
+def image_options(key: str, base: ExperimentConfig, disabled: bool = False) -> dict:
+    """Encoder, weights and pooling widgets; ImageNet is preselected only when it is cached."""
+    left, middle, right = st.columns(3)
+    backbone = left.selectbox("Image encoder", tuple(BACKBONES), index=tuple(BACKBONES).index(base.backbone),
+                              key=f"{key}_backbone", disabled=disabled)
+    cached = weights_available(backbone)
+    weights = middle.selectbox("Weights", WEIGHTS, index=0 if cached else 1, key=f"{key}_weights",
+                               disabled=disabled,
+                               help=None if cached else f"ImageNet weights are not in the torch hub cache "
+                                                        f"({hub_checkpoint_path(backbone)}); offline, use none.")
+    pooling = right.selectbox("Pooling", tuple(POOLINGS), index=tuple(POOLINGS).index(base.pooling),
+                              key=f"{key}_pooling", disabled=disabled)
+    return {"backbone": backbone, "weights": weights, "pooling": pooling}
+
+
+def config_form(key: str, base: ExperimentConfig) -> ExperimentConfig:
+    """Every field of an experiment, defaulting to ``base``."""
+    left, middle, right = st.columns(3)
+    features = left.selectbox("Features", FEATURE_SETS, index=FEATURE_SETS.index(base.features),
+                              format_func=FEATURE_NAMES.get, key=f"{key}_features")
+    classifier = middle.selectbox("Classifier", CLASSIFIERS, index=CLASSIFIERS.index(base.classifier),
+                                  format_func=CLASSIFIER_NAMES.get, key=f"{key}_classifier")
+    imbalance = right.selectbox("Imbalance handling", IMBALANCE, index=IMBALANCE.index(base.imbalance),
+                                key=f"{key}_imbalance",
+                                format_func={"none": "None", "weights": "Class weights", "smote": "SMOTE"}.get)
+    images = image_options(key, base, disabled=features == "clinical")
+    left, middle, right = st.columns(3)
+    folds = left.number_input("Folds", 2, 10, base.folds, key=f"{key}_folds")
+    repeats = middle.number_input("Repeats", 1, 50, base.repeats, key=f"{key}_repeats")
+    seed = right.number_input("Seed", 0, 2**31 - 1, base.seed, key=f"{key}_seed")
+    return dataclasses.replace(base, features=features, classifier=classifier, imbalance=imbalance,
+                               folds=int(folds), repeats=int(repeats), seed=int(seed), **images)
+
+
+def start_job(slot: str, name: str, work) -> Job:
+    jobs = st.session_state.setdefault("jobs", {})
+    jobs[slot] = Job(name, work)
+    return jobs[slot]
+
+
+def current_job(slot: str) -> Job | None:
+    return st.session_state.get("jobs", {}).get(slot)
+
+
+@st.fragment(run_every=0.5)
+def job_progress(slot: str) -> None:
+    """Poll a running job; rerun the page once it is done so results appear."""
+    job = current_job(slot)
+    if job is None:
+        return
+    if job.running:
+        st.progress(job.fraction, text=job.describe())
+    elif not st.session_state.get(f"{slot}_shown_{id(job)}"):
+        st.session_state[f"{slot}_shown_{id(job)}"] = True
+        st.rerun()
+
+
+def metrics_table(run: dict) -> pd.DataFrame:
+    rows = [{"repeat": f["repeat"], "fold": f["fold"], **{figures.metric_label(m): f"{f[m]:.3f}" for m in METRICS},
+             "confusion [[tn, fp], [fn, tp]]": str(f["confusion_matrix"])} for f in run["folds"]]
+    summary = run["summary"]
+    rows.append({"repeat": "mean ± std", "fold": "",
+                 **{figures.metric_label(m): f"{summary[m]['mean']:.3f} ± {summary[m]['std']:.3f}" for m in METRICS},
+                 "confusion [[tn, fp], [fn, tp]]": str(summary["confusion_matrix_pooled"])})
+    return pd.DataFrame(rows).astype(str)
+
+
+def show_run(run: dict, key: str) -> None:
+    """A run's results: fold table, metric chart, confusion matrices, ROC and operating point."""
+    st.subheader(run["label"])
+    cohort = run["cohort"]
+    st.caption(f"{'Synthetic demo cohort' if cohort['synthetic'] else cohort['name']}, "
+               f"{cohort['n_labelled']} labelled patients; run `{run.get('id', run['key'])}`, {run['created']}")
+    summary = run["summary"]
+    columns = st.columns(5)
+    for column, metric in zip(columns, ("balanced_accuracy", "recall", "specificity", "f1", "roc_auc")):
+        column.metric(figures.metric_label(metric), f"{summary[metric]['mean']:.3f}",
+                      f"± {summary[metric]['std']:.3f} over {summary['n_folds']} folds", delta_color="off",
+                      delta_arrow="off")
+    st.dataframe(metrics_table(run), hide_index=True, width="stretch")
+    st.plotly_chart(figures.fold_metrics(run["folds"]), key=f"{key}_folds")
+    left, right = st.columns(2)
+    left.plotly_chart(figures.confusion_matrix(summary["confusion_matrix_pooled"], "Pooled over folds"),
+                      key=f"{key}_pooled")
+    with right:
+        operating_point_view(run, key)
+    with st.expander("Confusion matrix of each fold"):
+        columns = st.columns(min(len(run["folds"]), 3))
+        for i, fold in enumerate(run["folds"]):
+            columns[i % len(columns)].plotly_chart(
+                figures.confusion_matrix(fold["confusion_matrix"], f"Repeat {fold['repeat']}, fold {fold['fold']}"),
+                key=f"{key}_cm_{i}")
+
+
+def operating_point_view(run: dict, key: str) -> None:
+    """Pick a threshold, or a target sensitivity, on the out-of-fold probabilities."""
+    oof = pd.DataFrame(run["oof"])
+    mode = st.radio("Operating point", ("Threshold", "Target sensitivity"), horizontal=True, key=f"{key}_mode")
+    if mode == "Threshold":
+        threshold = st.slider("Threshold on the probability of malignancy", 0.0, 1.0, 0.5, 0.01, key=f"{key}_t")
+    else:
+        target = st.slider("Target sensitivity", 0.5, 1.0, 0.95, 0.01, key=f"{key}_s")
+        threshold = threshold_for_sensitivity(oof.y_true, oof.probability, target)
+    point = operating_point(oof.y_true, oof.probability, threshold)
+    st.caption(f"Threshold {min(threshold, 1.0):.3f}: sensitivity **{point['sensitivity']:.3f}**, "
+               f"specificity **{point['specificity']:.3f}**, balanced accuracy {point['balanced_accuracy']:.3f} "
+               f"(out-of-fold, all repeats pooled)")
+    st.plotly_chart(figures.roc_curves(oof, marker=(1 - point["specificity"], point["sensitivity"])),
+                    key=f"{key}_roc")
+    st.plotly_chart(figures.confusion_matrix(point["confusion_matrix"], f"At threshold {min(threshold, 1.0):.2f}"),
+                    key=f"{key}_op_cm")

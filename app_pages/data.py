@@ -1,0 +1,39 @@
+"""Data: the cohort at a glance, the report's Figure 1, and a patient browser."""
+
+import streamlit as st
+
+from lympho import figures
+from lympho.data import LABEL_NAMES, overview, read_image
+from app_pages.common import current_cohort, synthetic_banner
+
+GALLERY_LIMIT = 60
+
+cohort = current_cohort()
+st.header("Cohort")
+synthetic_banner()
+frame = cohort.frame()
+columns = st.columns(4)
+columns[0].metric("Patients", len(frame))
+columns[1].metric("Malignant / reactive", f"{(frame.label == 1).sum()} / {(frame.label == 0).sum()}")
+columns[2].metric("Unlabelled (test)", int((frame.label == -1).sum()))
+columns[3].metric("Images", int(frame.n_images.sum()),
+                  f"{frame.n_images.min()}–{frame.n_images.max()} per patient", delta_color="off", delta_arrow="off")
+st.dataframe(overview(cohort).round(1), hide_index=True)
+
+st.subheader("Clinical attributes by label")
+left, right = st.columns(2)
+left.plotly_chart(figures.gender_by_label(frame), key="gender")
+right.plotly_chart(figures.age_vs_count(frame), key="age_count")
+st.plotly_chart(figures.images_per_patient(frame), key="images")
+
+st.subheader("Patients")
+patient_id = st.selectbox("Patient", frame.id, key="patient")
+patient = next(p for p in cohort.patients if p.id == patient_id)
+label = LABEL_NAMES[patient.label]
+st.markdown(f"**{patient.id}** ({patient.split}set): **{label}**, gender {patient.gender}, "
+            f"age {patient.age:.0f} years (born {patient.dob or 'unknown'}), "
+            f"lymphocyte count {patient.lymph_count:g} x10⁹/L, {len(patient.images)} images")
+shown = patient.images[:GALLERY_LIMIT]
+if len(patient.images) > GALLERY_LIMIT:
+    st.caption(f"Showing the first {GALLERY_LIMIT} of {len(patient.images)} images.")
+st.image([read_image(path) for path in shown], width=112, caption=[path.name for path in shown])

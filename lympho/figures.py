@@ -1,0 +1,372 @@
+"""Every chart of the dashboard and of the HTML reports, built with plotly only.
+
+One template (:data:`TEMPLATE`), one colour map for the diagnosis
+(:data:`LABEL_COLORS`: reactive blue, malignant magenta-red, unknown grey) and
+one set of metric names (:func:`metric_label`), so a figure looks the same in
+the app, in an exported report and on a slide. Every function returns a
+:class:`plotly.graph_objects.Figure` and leaves the global plotly defaults alone.
+
+Text that comes from users (run labels, configuration names, titles) is
+HTML-escaped before it reaches plotly: plotly renders a subset of HTML in
+labels and decodes ``&lt;``/``&gt;``/``&amp;``, so a label shows as typed and
+cannot inject markup.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from lympho.evaluation import METRICS, roc_points
+
+#: Display name of each metric, as in the report's tables.
+METRIC_LABELS = {
+    "balanced_accuracy": "Balanced accuracy",
+    "f1": "F1",
+    "recall": "Recall (sensitivity)",
+    "sensitivity": "Recall (sensitivity)",
+    "specificity": "Specificity",
+    "precision": "Precision",
+    "roc_auc": "ROC AUC",
+}
+#: The metrics of the report's ablation (Table 2).
+ABLATION_METRICS = ("balanced_accuracy", "f1", "recall")
+
+LABEL_NAMES = {0: "Reactive", 1: "Malignant", -1: "Unknown"}
+LABEL_COLORS = {"Reactive": "#2C7BB6", "Malignant": "#C51B7D", "Unknown": "#9E9E9E"}
+GENDER_NAMES = {"F": "Female", "M": "Male"}
+#: Colours for configurations and runs (colour-blind safe, Okabe-Ito based).
+SERIES_COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00",
+                 "#7F7F7F", "#F0E442", "#000000")
+NEUTRAL = "#5B6B8C"
+INK = "#1F2937"
+FONT = "Inter, 'Helvetica Neue', Helvetica, Arial, sans-serif"
+
+COUNT_UNIT = "Lymphocyte count (×10⁹/L)"
+AGE_UNIT = "Age (years)"
+
+TEMPLATE = go.layout.Template(
+    layout=go.Layout(
+        font=dict(family=FONT, size=14, color=INK),
+        title=dict(font=dict(size=18), x=0.0, xanchor="left", xref="paper"),
+        paper_bgcolor="white",
+        plot_bgcolor="white",
+        colorway=list(SERIES_COLORS),
+        margin=dict(l=70, r=30, t=70, b=60),
+        legend=dict(bgcolor="rgba(255,255,255,0.8)", font=dict(size=13)),
+        hoverlabel=dict(font=dict(family=FONT, size=13)),
+        xaxis=dict(showgrid=False, showline=True, linecolor="#9CA3AF", ticks="outside",
+                   tickcolor="#9CA3AF", zeroline=False, title=dict(font=dict(size=14)), automargin=True),
+        yaxis=dict(showgrid=True, gridcolor="#E5E7EB", showline=True, linecolor="#9CA3AF",
+                   ticks="outside", tickcolor="#9CA3AF", zeroline=False,
+                   title=dict(font=dict(size=14)), automargin=True),
+        bargap=0.2,
+        bargroupgap=0.05,
+    )
+)
+
+
+def metric_label(name: str) -> str:
+    """``"balanced_accuracy"`` -> ``"Balanced accuracy"``; unknown names are prettified."""
+    return METRIC_LABELS.get(name, str(name).replace("_", " ").capitalize())
+
+
+def label_name(label) -> str:
+    """0 / 1 / -1 (or their names) -> ``Reactive`` / ``Malignant`` / ``Unknown``."""
+    if isinstance(label, str) and label.capitalize() in LABEL_COLORS:
+        return label.capitalize()
+    return LABEL_NAMES.get(int(label), "Unknown")
+
+
+def short_id(run: Mapping) -> str:
+    """A short, human-readable handle of a run: ``MM-DD HH:MM · key[:6]``.
+
+    Stored runs with a collision suffix (``...-1``) keep it, so two runs of the
+    same configuration saved in the same second still differ.
+    """
+    created = str(run.get("created", ""))
+    when = created[5:16].replace("T", " ") if len(created) >= 16 else created
+    key = str(run.get("key", ""))[:6]
+    text = " · ".join(part for part in (when, key) if part)
+    run_id = str(run.get("id", ""))
+    tail = run_id.rsplit("-", 1)[-1] if run_id.count("-") >= 4 else ""
+    if tail.isdigit():
+        text += f" #{tail}"
+    return text or run_id or "run"
+
+
+def run_name(run: Mapping) -> str:
+    """Legend name of a run: its label plus :func:`short_id` (plain text, not escaped)."""
+    return f"{run.get('label', 'run')} ({short_id(run)})"
+
+
+def _text(value) -> str:
+    return html.escape(str(value), quote=False)
+
+
+def _styled(fig: go.Figure, title: str | None, height: int = 420, **layout) -> go.Figure:
+    fig.update_layout(template=TEMPLATE, height=height, **layout)
+    if title:
+        fig.update_layout(title_text=_text(title))
+    return fig
+
+
+def _labels_present(frame: pd.DataFrame) -> list[str]:
+    present = {label_name(v) for v in frame["label"]}
+    return [name for name in LABEL_COLORS if name in present]
+
+
+def _label_column(frame: pd.DataFrame) -> pd.Series:
+    return frame["label"].map(label_name)
+
+
+# --------------------------------------------------------------------------- cohort
+
+
+def gender_by_label(frame: pd.DataFrame, title: str = "Patients by gender and diagnosis") -> go.Figure:
+    """Grouped bars: patient counts per gender (x), one bar per diagnosis (colour)."""
+    frame = frame.assign(diagnosis=_label_column(frame),
+                         gender_name=frame["gender"].map(lambda g: GENDER_NAMES.get(str(g).upper(), str(g))))
+    genders = [g for g in ("Female", "Male") if g in set(frame["gender_name"])]
+    genders += sorted(set(frame["gender_name"]) - set(genders))
+    counts = frame.groupby(["diagnosis", "gender_name"]).size()
+    fig = go.Figure()
+    for name in _labels_present(frame):
+        values = [int(counts.get((name, g), 0)) for g in genders]
+        fig.add_trace(go.Bar(x=genders, y=values, name=name, marker_color=LABEL_COLORS[name],
+                             text=values, textposition="outside", cliponaxis=False,
+                             hovertemplate=f"{name}<br>%{{x}}: %{{y}} patients<extra></extra>"))
+    return _styled(fig, title, barmode="group", xaxis_title="Gender", yaxis_title="Patients (count)",
+                   legend_title_text="Diagnosis")
+
+
+def age_vs_count(frame: pd.DataFrame, title: str = "Age and lymphocyte count") -> go.Figure:
+    """Scatter of age against lymphocyte count (log axis), coloured by diagnosis."""
+    frame = frame.assign(diagnosis=_label_column(frame))
+    fig = go.Figure()
+    for name in _labels_present(frame):
+        part = frame[frame["diagnosis"] == name]
+        fig.add_trace(go.Scatter(
+            x=part["age"].astype(float).tolist(), y=part["lymph_count"].astype(float).tolist(),
+            mode="markers", name=name, customdata=[_text(i) for i in part["id"]],
+            marker=dict(color=LABEL_COLORS[name], size=9, opacity=0.85, line=dict(width=0.5, color="white")),
+            hovertemplate=(f"<b>%{{customdata}}</b> ({name})<br>Age: %{{x:.1f}} years"
+                           "<br>Lymphocytes: %{y:.1f} ×10⁹/L<extra></extra>")))
+    _styled(fig, title, xaxis_title=AGE_UNIT, yaxis_title=COUNT_UNIT, legend_title_text="Diagnosis")
+    fig.update_yaxes(type="log")
+    return fig
+
+
+def images_per_patient(frame: pd.DataFrame, title: str = "Images per patient") -> go.Figure:
+    """Overlaid histograms (shared bins) of the number of images per patient, by diagnosis."""
+    frame = frame.assign(diagnosis=_label_column(frame))
+    fig = go.Figure()
+    for name in _labels_present(frame):
+        part = frame[frame["diagnosis"] == name]
+        fig.add_trace(go.Histogram(
+            x=part["n_images"].astype(int).tolist(), name=name, bingroup="images",
+            marker=dict(color=LABEL_COLORS[name], line=dict(width=0.5, color="white")), opacity=0.75,
+            hovertemplate=f"{name}<br>%{{x}} images: %{{y}} patients<extra></extra>"))
+    return _styled(fig, title, barmode="overlay", xaxis_title="Images per patient (count)",
+                   yaxis_title="Patients (count)", legend_title_text="Diagnosis")
+
+
+# --------------------------------------------------------------------------- results
+
+
+def _folds_frame(folds) -> pd.DataFrame:
+    return folds.copy() if isinstance(folds, pd.DataFrame) else pd.DataFrame(list(folds))
+
+
+def _mean_std(values) -> tuple[float, float]:
+    """Mean and population std (ddof=0, as in ``CVResult.summary``), ignoring NaN."""
+    values = np.asarray(values, dtype=float)
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return float("nan"), float("nan")
+    return float(values.mean()), float(values.std())
+
+
+def fold_metrics(folds, metrics: Sequence[str] = METRICS,
+                 title: str = "Cross-validation metrics (mean ± std over folds)") -> go.Figure:
+    """Per metric: the mean as a bar with ± std error bars, and every fold as a point.
+
+    ``folds`` is a run's ``folds`` list (or a frame of it). The x axis is numeric
+    with the metric names as tick labels, so fold points are spread sideways
+    and stay visible. Std is the population std (ddof=0), as in the run summary.
+    """
+    table = _folds_frame(folds)
+    metrics = [m for m in metrics if m in table.columns]
+    names = [metric_label(m) for m in metrics]
+    stats = [_mean_std(table[m]) for m in metrics]
+    means, stds = [s[0] for s in stats], [s[1] for s in stats]
+    fig = go.Figure(go.Bar(
+        x=list(range(len(metrics))), y=means, name="Mean ± std", width=0.6,
+        marker=dict(color=NEUTRAL, opacity=0.55),
+        error_y=dict(type="data", array=stds, visible=True, thickness=1.5, width=8, color=INK),
+        customdata=[[n, s] for n, s in zip(names, stds)],
+        hovertemplate="%{customdata[0]}<br>mean %{y:.3f} ± %{customdata[1]:.3f}<extra></extra>"))
+    n = len(table)
+    offsets = np.linspace(-0.2, 0.2, n) if n > 1 else np.zeros(n)
+    xs, ys, info = [], [], []
+    repeats = table["repeat"].tolist() if "repeat" in table else [1] * n
+    fold_ids = table["fold"].tolist() if "fold" in table else list(range(1, n + 1))
+    for i, (metric, name) in enumerate(zip(metrics, names)):
+        for offset, value, r, f in zip(offsets, table[metric].astype(float), repeats, fold_ids):
+            if np.isnan(value):
+                continue
+            xs.append(i + float(offset))
+            ys.append(float(value))
+            info.append([name, int(r), int(f)])
+    fig.add_trace(go.Scatter(
+        x=xs, y=ys, mode="markers", name="Fold", customdata=info,
+        marker=dict(color=INK, size=7, opacity=0.8, line=dict(width=0.5, color="white")),
+        hovertemplate="%{customdata[0]}<br>repeat %{customdata[1]}, fold %{customdata[2]}: %{y:.3f}"
+                      "<extra></extra>"))
+    _styled(fig, title, yaxis_title="Score (0–1)", xaxis_title="Metric", showlegend=True,
+            legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1.0, xanchor="right"))
+    fig.update_xaxes(tickmode="array", tickvals=list(range(len(metrics))), ticktext=names,
+                     range=[-0.6, len(metrics) - 0.4])
+    fig.update_yaxes(range=[0, 1.05])
+    return fig
+
+
+def confusion_matrix(matrix, title: str = "Confusion matrix") -> go.Figure:
+    """Annotated heatmap of a 2 x 2 matrix ``[[tn, fp], [fn, tp]]``.
+
+    Rows are the true class (Reactive on top, then Malignant), columns the
+    predicted class. Each cell's annotation is its count and, below it, its
+    share of the row (so the diagonal reads as specificity and sensitivity).
+    """
+    z = np.asarray(matrix, dtype=float)
+    if z.shape != (2, 2):
+        raise ValueError(f"expected a 2 x 2 confusion matrix, got shape {z.shape}")
+    classes = ["Reactive", "Malignant"]
+    rows = z.sum(axis=1, keepdims=True)
+    share = np.divide(z, rows, out=np.zeros_like(z), where=rows > 0)
+    fig = go.Figure(go.Heatmap(
+        z=z.tolist(), x=classes, y=classes, colorscale="Blues", showscale=False, zmin=0,
+        zmax=max(float(z.max()), 1.0), xgap=2, ygap=2, customdata=share.tolist(),
+        hovertemplate="True %{y}, predicted %{x}: %{z:d} (%{customdata:.0%} of true %{y})<extra></extra>"))
+    peak = max(float(z.max()), 1.0)
+    for i, true in enumerate(classes):
+        for j, predicted in enumerate(classes):
+            fig.add_annotation(
+                x=predicted, y=true, showarrow=False,
+                text=f"<b>{int(z[i, j])}</b><br><span style='font-size:12px'>{share[i, j]:.0%}</span>",
+                font=dict(size=20, color="white" if z[i, j] > 0.55 * peak else INK))
+    _styled(fig, title, height=380, xaxis_title="Predicted", yaxis_title="True",
+            margin=dict(l=90, r=20, t=70, b=60))
+    fig.update_xaxes(side="bottom", showline=False, ticks="", showgrid=False)
+    fig.update_yaxes(autorange="reversed", showline=False, ticks="", showgrid=False,
+                     scaleanchor="x", constrain="domain")
+    return fig
+
+
+def _oof_frame(oof) -> pd.DataFrame:
+    frame = oof.copy() if isinstance(oof, pd.DataFrame) else pd.DataFrame(dict(oof))
+    if "repeat" not in frame:
+        frame["repeat"] = 1
+    return frame
+
+
+def _auc(fpr, tpr) -> float:
+    fpr, tpr = np.asarray(fpr, dtype=float), np.asarray(tpr, dtype=float)
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+
+
+def roc_curves(oof, marker: tuple[float, float] | None = None,
+               title: str = "ROC curve (pooled out-of-fold)") -> go.Figure:
+    """One pooled out-of-fold ROC curve per repeat, the chance diagonal, and an optional
+    operating point ``marker=(fpr, tpr)``.
+
+    ``oof`` is a run's ``oof`` dict of lists (or a frame of it). A repeat whose
+    patients all share one class has no ROC curve and is left out.
+    """
+    frame = _oof_frame(oof)
+    repeats = sorted(frame["repeat"].unique())
+    fig = go.Figure()
+    aucs = []
+    for index, repeat in enumerate(repeats):
+        part = frame[frame["repeat"] == repeat]
+        if part["y_true"].nunique() < 2:
+            continue
+        points = roc_points(part["y_true"].astype(int), part["probability"].astype(float))
+        auc = _auc(points["fpr"], points["tpr"])
+        aucs.append(auc)
+        thresholds = [min(t, 1.0) for t in points["thresholds"]]
+        name = f"Repeat {int(repeat)} (AUC {auc:.3f})" if len(repeats) > 1 else f"AUC {auc:.3f}"
+        fig.add_trace(go.Scatter(
+            x=points["fpr"], y=points["tpr"], mode="lines", name=name, customdata=thresholds,
+            line=dict(width=1.5 if len(repeats) > 1 else 2.5, shape="hv",
+                      color=SERIES_COLORS[index % len(SERIES_COLORS)]),
+            opacity=0.8 if len(repeats) > 1 else 1.0,
+            hovertemplate="FPR %{x:.2f}, TPR %{y:.2f}<br>threshold %{customdata:.3f}<extra>"
+                          + _text(name) + "</extra>"))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="Chance",
+                             line=dict(dash="dash", color="#9CA3AF", width=1.2), hoverinfo="skip"))
+    if marker is not None:
+        fpr, tpr = (float(v) for v in marker)
+        fig.add_trace(go.Scatter(
+            x=[fpr], y=[tpr], mode="markers", name="Operating point",
+            marker=dict(symbol="x", size=14, color=LABEL_COLORS["Malignant"], line=dict(width=2)),
+            hovertemplate="Operating point<br>FPR %{x:.2f}, sensitivity %{y:.2f}<extra></extra>"))
+    if aucs and len(aucs) > 1:
+        title = f"{title} — AUC {np.mean(aucs):.3f} ± {np.std(aucs):.3f} over {len(aucs)} repeats"
+    _styled(fig, title, height=460, xaxis_title="False positive rate (1 − specificity)",
+            yaxis_title="True positive rate (sensitivity)",
+            legend=dict(x=0.98, y=0.02, xanchor="right", yanchor="bottom", font=dict(size=12)))
+    fig.update_xaxes(range=[-0.01, 1.01], constrain="domain", showgrid=True, gridcolor="#E5E7EB")
+    fig.update_yaxes(range=[-0.01, 1.01], scaleanchor="x", constrain="domain")
+    return fig
+
+
+def _grouped_bars(groups: list[tuple[str, dict[str, tuple[float, float]]]], metrics: Sequence[str],
+                  title: str, legend_title: str) -> go.Figure:
+    names = [metric_label(m) for m in metrics]
+    fig = go.Figure()
+    for index, (name, stats) in enumerate(groups):
+        means = [stats[m][0] for m in metrics]
+        stds = [stats[m][1] for m in metrics]
+        fig.add_trace(go.Bar(
+            x=names, y=means, name=_text(name), marker_color=SERIES_COLORS[index % len(SERIES_COLORS)],
+            error_y=dict(type="data", array=stds, visible=True, thickness=1.3, width=5, color=INK),
+            customdata=stds,
+            hovertemplate="%{x}: %{y:.3f} ± %{customdata:.3f}<extra>" + _text(name) + "</extra>"))
+    _styled(fig, title, height=460 + 22 * max(0, len(groups) - 3), barmode="group", xaxis_title="Metric",
+            yaxis_title="Score (0–1), mean ± std", legend_title_text=_text(legend_title),
+            legend=dict(orientation="h", yanchor="top", y=-0.18, x=0, xanchor="left"))
+    fig.update_yaxes(range=[0, 1.05])
+    return fig
+
+
+def ablation_bars(table: pd.DataFrame, metrics: Sequence[str] = ABLATION_METRICS,
+                  title: str = "Ablation (mean ± std over folds)") -> go.Figure:
+    """Grouped bars from :func:`lympho.experiment.ablation_table`: x = metric, colour =
+    configuration (in table order), height = mean over folds, error bar = std (ddof=0)."""
+    groups = []
+    for name in pd.unique(table["configuration"]):
+        part = table[table["configuration"] == name]
+        groups.append((str(name), {m: _mean_std(part[m]) for m in metrics}))
+    return _grouped_bars(groups, metrics, title, "Configuration")
+
+
+def compare_runs(runs: Sequence[Mapping], metrics: Sequence[str] = METRICS,
+                 title: str = "Runs compared (mean ± std over folds)") -> go.Figure:
+    """Grouped bars of each metric's mean ± std per run, from the runs' summaries.
+
+    Legend names are :func:`run_name` (label + short id), made unique if needed.
+    """
+    groups, seen = [], {}
+    for run in runs:
+        name = run_name(run)
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            name = f"{name} [{seen[name]}]"
+        summary = run["summary"]
+        groups.append((name, {m: (float(summary[m]["mean"]), float(summary[m]["std"])) for m in metrics}))
+    return _grouped_bars(groups, metrics, title, "Run")

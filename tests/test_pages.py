@@ -1,0 +1,146 @@
+"""Every dashboard page under Streamlit's AppTest: set widgets, run, read what is shown.
+
+Pages are tested one by one with the sidebar's state (the loaded cohort, the cache)
+seeded, as app.py would leave it; tests/test_browser.py covers the navigation itself.
+"""
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from lympho.data import load_cohort
+from lympho.experiment import ExperimentConfig, RunStore, run_experiment
+from lympho.scoring import RECOMMENDED, save_model, train_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def cohort(small_cohort):
+    return load_cohort(small_cohort)
+
+
+def open_page(name: str, cohort, cache: Path) -> AppTest:
+    app = AppTest.from_file(str(REPO / "app_pages" / f"{name}.py"), default_timeout=120)
+    app.session_state["cohort"] = cohort
+    app.session_state["cache_dir"] = str(cache)
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
+def finish_job(app: AppTest, slot: str) -> AppTest:
+    """Wait for the page's background job, then let the page render its result."""
+    app.session_state["jobs"][slot].wait(120)
+    app.run()
+    app.run()  # the first run notices the job ended and reruns the page
+    assert not app.exception, app.exception
+    return app
+
+
+def texts(app: AppTest) -> str:
+    return " ".join(str(e.value) for kind in ("markdown", "caption", "success", "error", "warning", "info")
+                    for e in getattr(app, kind))
+
+
+def test_data_page(cohort, isolated_cache):
+    app = open_page("data", cohort, isolated_cache)
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Patients"] == str(len(cohort.patients))
+    assert metrics["Images"] == str(sum(len(p.images) for p in cohort.patients))
+    patient = cohort.patients[3]
+    app.selectbox(key="patient").set_value(patient.id).run()
+    assert f"**{patient.id}**" in texts(app) and len(app.get("image")[0].proto.imgs) == len(patient.images)
+
+
+def test_data_page_without_cohort_says_what_to_do(isolated_cache):
+    app = open_page("data", None, isolated_cache)
+    assert "Choose a data directory" in app.info[0].value
+
+
+def test_experiment_page_runs_and_stores(cohort, isolated_cache):
+    app = open_page("experiment", cohort, isolated_cache)
+    app.selectbox(key="exp_classifier").set_value("logreg")
+    app.number_input(key="exp_repeats").set_value(2)
+    app.button[0].click().run()
+    finish_job(app, "experiment")
+    assert "Stored as run" in app.success[0].value
+    assert {m.label for m in app.metric} >= {"Balanced accuracy", "Recall (sensitivity)"}
+    assert len(app.dataframe[0].value) == 6 + 1  # 2 x 3 folds and the mean row
+    run = RunStore(isolated_cache / "runs").runs()[0]
+    assert run["config"]["classifier"] == "logreg" and run["config"]["repeats"] == 2
+    # The operating point moves with the threshold.
+    app.slider(key="exp_result_t").set_value(0.0).run()
+    assert "sensitivity **1.000**" in texts(app)
+
+
+def test_a_widget_touched_mid_run_keeps_the_run(cohort, isolated_cache):
+    app = open_page("experiment", cohort, isolated_cache)
+    app.button[0].click().run()
+    app.selectbox(key="exp_features").set_value("both").run()  # the user keeps clicking
+    finish_job(app, "experiment")
+    assert "Stored as run" in app.success[0].value
+    assert len(RunStore(isolated_cache / "runs").ids()) == 1
+
+
+def test_experiment_failure_is_a_message(cohort, isolated_cache):
+    app = open_page("experiment", cohort, isolated_cache)
+    app.selectbox(key="exp_imbalance").set_value("smote")
+    app.number_input(key="exp_folds").set_value(5)
+    app.button[0].click().run()
+    finish_job(app, "experiment")
+    assert "The experiment failed" in app.error[0].value
+
+
+def test_ablation_page_table2(cohort, isolated_cache):
+    app = open_page("ablation", cohort, isolated_cache)
+    app.selectbox(key="abl_weights").set_value("none")
+    app.button[0].click().run()
+    finish_job(app, "ablation")
+    table = app.dataframe[0].value
+    assert len(table) == 5 and "Balanced accuracy · 1" in table.columns
+    assert len(RunStore(isolated_cache / "runs").ids()) == 5
+
+
+def test_ablation_custom_grid_needs_choices(cohort, isolated_cache):
+    app = open_page("ablation", cohort, isolated_cache)
+    app.radio(key="grid").set_value("Custom grid").run()
+    app.multiselect[1].set_value([])
+    app.button[0].click().run()
+    assert "Choose at least one" in app.error[0].value
+
+
+def test_runs_page_compares_and_exports(cohort, isolated_cache):
+    store = RunStore(isolated_cache / "runs")
+    for classifier in ("logreg", "svm"):
+        store.save(run_experiment(cohort, ExperimentConfig(features="clinical", classifier=classifier)))
+    app = open_page("runs", cohort, isolated_cache)
+    assert len(app.dataframe[0].value) == 2
+    assert "Run details" in [h.value for h in app.subheader]
+    app.button[0].click().run()  # fit and predict the test set
+    finish_job(app, "submission")
+    predictions = app.dataframe[-1].value
+    assert list(predictions.columns) == ["id", "probability", "prediction"]
+    assert len(predictions) == len(cohort.select("test"))
+
+
+def test_runs_page_empty(cohort, isolated_cache):
+    app = open_page("runs", cohort, isolated_cache)
+    assert "No stored runs yet" in app.info[0].value
+
+
+def test_score_page_trains_and_refuses_bad_uploads(cohort, isolated_cache):
+    app = open_page("score", cohort, isolated_cache)
+    assert "No trained model yet" in texts(app)
+    app.button[0].click().run()
+    finish_job(app, "train_recommended")
+    assert "recommended-demo" not in str(app.selectbox(key="model").value[0])  # a real (non-demo) cohort here
+    app.button[-1].click().run()  # Score with no uploads
+    assert "no images" in app.error[0].value
+
+
+def test_score_page_scores(cohort, isolated_cache):
+    save_model(train_model(cohort, RECOMMENDED), isolated_cache / "models" / "mine")
+    app = open_page("score", cohort, isolated_cache)
+    assert app.selectbox(key="model").value[1]["label"] == RECOMMENDED.label()
