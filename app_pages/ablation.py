@@ -9,8 +9,8 @@ from lympho import figures
 from lympho.classifiers import CLASSIFIERS, IMBALANCE
 from lympho.experiment import (CLASSIFIER_NAMES, FEATURE_SETS, TABLE2_ROWS, ExperimentConfig, ablation_table,
                                run_ablation, table2_layout)
-from app_pages.common import (FEATURE_NAMES, cache_dir, current_cohort, current_job, image_options, job_progress,
-                          run_store, start_job, synthetic_banner)
+from app_pages.common import (FEATURE_NAMES, cache_dir, current_cohort, finished_job, image_options, job_busy,
+                              run_store, start_job, synthetic_banner)
 
 SLOT = "ablation"
 
@@ -18,8 +18,7 @@ cohort = current_cohort()
 st.header("Ablation")
 synthetic_banner()
 grid_choice = st.radio("Grid", ("The report's Table 2 (five rows)", "Custom grid"), horizontal=True, key="grid")
-job = current_job(SLOT)
-busy = job is not None and job.running
+busy = job_busy(SLOT)
 with st.form("ablation_form"):
     if grid_choice.startswith("Custom"):
         left, middle, right = st.columns(3)
@@ -56,19 +55,15 @@ if submitted and not busy:
                 run["id"] = store.save(run)
             return runs
 
-        job = start_job(SLOT, f"Ablation of {len(rows) * len(imbalances)} configurations", work)
+        start_job(SLOT, f"Ablation of {len(rows) * len(imbalances)} configurations", work)
 
-job_progress(SLOT)
-job = current_job(SLOT)
-if job is not None and not job.running:
-    if job.error:
-        st.error(f"The ablation failed: {job.error}")
-    else:
-        table = ablation_table(job.result)
-        st.success(f"{len(job.result)} configurations, stored as runs ({job.finished - job.started:.1f} s).")
-        st.subheader("Table 2 layout: each metric per fold")
-        wide = table2_layout(table)
-        wide.columns = [f"{figures.metric_label(metric)} · {split}" for metric, split in wide.columns]
-        st.dataframe(wide.reset_index(), hide_index=True, width="stretch")
-        st.plotly_chart(figures.ablation_bars(table), key="ablation_chart")
-        st.download_button("Download ablation.csv", table.to_csv(index=False), "ablation.csv", "text/csv")
+job = finished_job(SLOT, "The ablation failed")
+if job is not None:
+    table = ablation_table(job.result)
+    st.success(f"{len(job.result)} configurations, stored as runs ({job.finished - job.started:.1f} s).")
+    st.subheader("Table 2 layout: each metric per fold")
+    wide = table2_layout(table)
+    wide.columns = [f"{figures.metric_label(metric)} · {split}" for metric, split in wide.columns]
+    st.dataframe(wide.reset_index(), hide_index=True, width="stretch")
+    st.plotly_chart(figures.ablation_bars(table), key="ablation_chart")
+    st.download_button("Download ablation.csv", table.to_csv(index=False), "ablation.csv", "text/csv")

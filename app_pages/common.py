@@ -107,6 +107,24 @@ def job_progress(slot: str) -> None:
         st.rerun()
 
 
+def finished_job(slot: str, failure: str) -> Job | None:
+    """Progress while the slot's job runs; the job once it has succeeded, else None
+    (a failure is shown as ``failure: reason``)."""
+    job_progress(slot)
+    job = current_job(slot)
+    if job is None or job.running:
+        return None
+    if job.error:
+        st.error(f"{failure}: {job.error}")
+        return None
+    return job
+
+
+def job_busy(slot: str) -> bool:
+    job = current_job(slot)
+    return job is not None and job.running
+
+
 def metrics_table(run: dict) -> pd.DataFrame:
     rows = [{"repeat": f["repeat"], "fold": f["fold"], **{figures.metric_label(m): f"{f[m]:.3f}" for m in METRICS},
              "confusion [[tn, fp], [fn, tp]]": str(f["confusion_matrix"])} for f in run["folds"]]

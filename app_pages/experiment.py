@@ -4,8 +4,8 @@ import streamlit as st
 
 from lympho.experiment import run_experiment
 from lympho.scoring import RECOMMENDED
-from app_pages.common import (cache_dir, config_form, current_cohort, current_job, job_progress, run_store,
-                          show_run, start_job, synthetic_banner)
+from app_pages.common import (cache_dir, config_form, current_cohort, finished_job, job_busy, run_store, show_run,
+                              start_job, synthetic_banner)
 
 SLOT = "experiment"
 
@@ -15,8 +15,7 @@ synthetic_banner()
 st.caption("Patient-level stratified k-fold cross-validation; scaling and SMOTE are fitted on "
            "training folds only. Defaults: the recommended configuration.")
 
-job = current_job(SLOT)
-busy = job is not None and job.running
+busy = job_busy(SLOT)
 with st.form("experiment_form"):
     config = config_form("exp", RECOMMENDED)
     submitted = st.form_submit_button("Run experiment", type="primary", disabled=busy)
@@ -29,15 +28,11 @@ if submitted and not busy:
         run["id"] = store.save(run)
         return run
 
-    job = start_job(SLOT, config.label(), work)
+    start_job(SLOT, config.label(), work)
 
-if job is not None and job.running:
+if job_busy(SLOT):
     st.info("Running: you can keep using the app; the run continues and is stored when it ends.")
-job_progress(SLOT)
-job = current_job(SLOT)
-if job is not None and not job.running:
-    if job.error:
-        st.error(f"The experiment failed: {job.error}")
-    else:
-        st.success(f"Stored as run `{job.result['id']}` ({job.finished - job.started:.1f} s).")
-        show_run(job.result, "exp_result")
+job = finished_job(SLOT, "The experiment failed")
+if job is not None:
+    st.success(f"Stored as run `{job.result['id']}` ({job.finished - job.started:.1f} s).")
+    show_run(job.result, "exp_result")

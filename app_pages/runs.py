@@ -7,7 +7,7 @@ import streamlit as st
 from lympho import figures, reports
 from lympho.experiment import ExperimentConfig
 from lympho.scoring import train_model
-from app_pages.common import cache_dir, current_job, job_progress, run_store, show_run, start_job
+from app_pages.common import cache_dir, finished_job, job_busy, run_store, show_run, start_job
 
 SLOT = "submission"
 
@@ -45,19 +45,14 @@ if cohort is None or not cohort.select("test"):
     st.stop()
 st.caption(f"Fit **{run['label']}** on all {len(cohort.labelled())} labelled patients of the loaded cohort, "
            f"then predict its {len(cohort.select('test'))} test patients in the challenge's `Id,Predicted` format.")
-job = current_job(SLOT)
-if st.button("Fit and predict the test set", disabled=job is not None and job.running):
+if st.button("Fit and predict the test set", disabled=job_busy(SLOT)):
     config, cache = ExperimentConfig.from_dict(run["config"]), cache_dir()
 
     def work(progress):
         return train_model(cohort, config, cache, progress).predict(cohort.select("test"), cache, progress)
 
     start_job(SLOT, f"Submission from {run['label']}", work)
-job_progress(SLOT)
-job = current_job(SLOT)
-if job is not None and not job.running:
-    if job.error:
-        st.error(f"Could not predict the test set: {job.error}")
-    else:
-        st.dataframe(job.result, hide_index=True)
-        st.download_button("Download submission.csv", reports.submission_csv(job.result), "submission.csv", "text/csv")
+job = finished_job(SLOT, "Could not predict the test set")
+if job is not None:
+    st.dataframe(job.result, hide_index=True)
+    st.download_button("Download submission.csv", reports.submission_csv(job.result), "submission.csv", "text/csv")

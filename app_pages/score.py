@@ -10,7 +10,7 @@ from lympho.data import REFERENCE_DATE, CohortError
 from lympho.scoring import (RECOMMENDED, ModelError, instance_scores, load_model, make_patient, model_catalog,
                             save_model, score_patient, train_model)
 from lympho.uploads import save_uploads
-from app_pages.common import cache_dir, current_job, job_progress, start_job
+from app_pages.common import cache_dir, finished_job, job_busy, start_job
 
 SLOT = "train_recommended"
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "bmp", "tif", "tiff", "zip"]
@@ -30,7 +30,6 @@ catalog, damaged = model_catalog(models_dir)
 for problem in damaged:
     st.caption(f"⚠️ skipped {problem}")
 cohort = st.session_state.get("cohort")
-job = current_job(SLOT)
 left, right = st.columns([3, 2])
 if catalog:
     path, meta = left.selectbox("Model", catalog, key="model",
@@ -41,17 +40,14 @@ if catalog:
 else:
     left.info("No trained model yet: train the recommended one in one click.")
 if right.button(f"Train the recommended model ({RECOMMENDED.label()}) on the loaded cohort",
-                disabled=cohort is None or (job is not None and job.running)):
+                disabled=cohort is None or job_busy(SLOT)):
     cache, target = cache_dir(), models_dir / ("recommended-demo" if cohort.synthetic else "recommended")
 
     def work(progress):
         return save_model(train_model(cohort, RECOMMENDED, cache, progress), target)
 
     start_job(SLOT, "Training the recommended model", work)
-job_progress(SLOT)
-job = current_job(SLOT)
-if job is not None and not job.running and job.error:
-    st.error(f"Training failed: {job.error}")
+finished_job(SLOT, "Training failed")
 if not catalog:
     st.stop()
 try:

@@ -54,14 +54,15 @@ class TrainedModel:
     meta: dict
 
     def predict(self, patients: Sequence[Patient], cache_dir: Path | None = None,
-                progress: StageProgress | None = None) -> pd.DataFrame:
-        """``id, probability, prediction`` per patient; labels are never read."""
+                progress: StageProgress | None = None, threshold: float = 0.5) -> pd.DataFrame:
+        """``id, probability, prediction`` per patient, ``prediction`` being
+        ``probability >= threshold`` everywhere (CLI, scoring, dashboard); labels are never read."""
         unlabelled = [dataclasses.replace(p, label=UNKNOWN_LABEL) for p in patients]
         bags = instance_bags(unlabelled, self.config, cache_dir, progress)
         X, _ = design_matrix(unlabelled, self.config, bags)
-        return pd.DataFrame({"id": [p.id for p in unlabelled],
-                             "probability": self.pipeline.predict_proba(X)[:, 1],
-                             "prediction": self.pipeline.predict(X).astype(int)})
+        probability = self.pipeline.predict_proba(X)[:, 1]
+        return pd.DataFrame({"id": [p.id for p in unlabelled], "probability": probability,
+                             "prediction": (probability >= threshold).astype(int)})
 
     def _oof(self) -> tuple[np.ndarray, np.ndarray]:
         oof = self.meta.get("oof")
@@ -251,8 +252,8 @@ def score_patient(model: TrainedModel, patient: Patient, cache_dir: Path | None 
     may come from :meth:`TrainedModel.threshold_for_sensitivity`.
     """
     threshold = _check_threshold(threshold)
-    probability = float(model.predict([patient], cache_dir).iloc[0]["probability"])
-    return {"id": patient.id, "probability": probability, "prediction": int(probability >= threshold),
+    row = model.predict([patient], cache_dir, threshold=threshold).iloc[0]
+    return {"id": patient.id, "probability": float(row["probability"]), "prediction": int(row["prediction"]),
             "threshold": threshold, "n_images": len(patient.images), "model": model.meta["label"],
             "gender": patient.gender, "age": float(patient.age), "lymph_count": float(patient.lymph_count)}
 
