@@ -20,3 +20,4 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/extraction.py
 	$(VENV)/bin/python benchmarks/evaluation.py
+	$(VENV)/bin/python benchmarks/dashboard.py

@@ -111,6 +111,8 @@ def test_run_a_small_experiment(server, page):
     wait_for_idle(page)
     assert page.get_by_text("Balanced accuracy").first.is_visible()
     page.screenshot(path=str(SHOTS / "experiment-result.png"), full_page=True)
+    visit(page, f"{server['url']}/runs", "runs-after-experiment")
+    assert page.get_by_text("Comparison of 1 run").is_visible()
 
 
 def test_score_an_uploaded_patient(server, page):
