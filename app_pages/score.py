@@ -100,6 +100,10 @@ if "score_result" in st.session_state:
                  "Malignant" if result["prediction"] else "Reactive")
     if result["prediction"]:
         right.caption("Refer for flow cytometry.")
+    if model.meta.get("oof"):
+        point = model.operating_point(result["threshold"])
+        right.caption(f"At this threshold, out-of-fold on the training patients: sensitivity "
+                      f"{point['sensitivity']:.2f}, specificity {point['specificity']:.2f}.")
     st.caption(f"{result['n_images']} images, model: {result['model']}")
     if ranked:
         st.subheader("Cells ordered by how much each drove the score")

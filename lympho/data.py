@@ -81,12 +81,9 @@ class Cohort:
     def name(self) -> str:
         return f"synthetic demo ({self.root})" if self.synthetic else str(self.root)
 
-    def select(self, split: str = "train", labelled: bool | None = None) -> list[Patient]:
-        """Patients of ``split`` ("train", "test" or "all"), optionally only (un)labelled."""
-        chosen = [p for p in self.patients if split == "all" or p.split == split]
-        if labelled is not None:
-            chosen = [p for p in chosen if (p.label != UNKNOWN_LABEL) == labelled]
-        return chosen
+    def select(self, split: str = "train") -> list[Patient]:
+        """Patients of ``split``: "train", "test" or "all"."""
+        return [p for p in self.patients if split == "all" or p.split == split]
 
     def labelled(self) -> list[Patient]:
         return [p for p in self.patients if p.label != UNKNOWN_LABEL]
