@@ -32,3 +32,16 @@ def test_bad_directory_is_a_clear_message(monkeypatch, tmp_path):
     app = start(monkeypatch, tmp_path / "missing")
     assert "data directory not found" in app.sidebar.error[0].value
     assert any("Choose a data directory" in i.value for i in app.info)
+
+
+def test_typed_directory_is_loaded_and_remembered(monkeypatch, real_data, isolated_cache):
+    from lympho.data import remembered_data_dirs
+
+    app = start(monkeypatch)
+    app.selectbox(key="cohort_choice").set_value("Another directory…").run()
+    app.text_input(key="data_dir").input(str(real_data)).run()
+    assert not app.exception
+    assert [m.value for m in app.metric][:2] == ["120", "76 / 34"]
+    assert remembered_data_dirs(isolated_cache) == [str(real_data)]
+    again = start(monkeypatch)  # a new session offers it
+    assert str(real_data) in again.selectbox(key="cohort_choice").options

@@ -156,3 +156,17 @@ def test_score_a_zip_with_report_and_target_sensitivity(small_cohort, tmp_path, 
     assert code == 0 and f"({len(images)} images" in out
     report = (tmp_path / "report.html").read_text()
     assert report.count("<img") == min(len(images), 12) and "not a diagnosis" in report.lower()
+
+
+def test_missing_imagenet_weights_offline_is_one_clear_line(small_cohort, monkeypatch, capsys):
+    import torch
+    from urllib.error import URLError
+
+    def offline(*args, **kwargs):
+        raise URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    code, _, err = run_cli(capsys, "evaluate", "--data", small_cohort, "--features", "images",
+                           "--weights", "imagenet")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "resnet18-f37072fd.pth" in err and "--weights none" in err
