@@ -125,10 +125,26 @@ def test_score_an_uploaded_patient(server, page):
     page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files([str(p) for p in images])
     page.get_by_text(images[0].name).first.wait_for()
     page.get_by_role("button", name="Score").click()
-    page.get_by_text("Probability of malignancy").wait_for(timeout=60_000)
+    page.get_by_text("Probability of malignancy", exact=True).wait_for(timeout=60_000)
     wait_for_idle(page)
     download = page.locator("[data-testid='stDownloadButton']")
     download.scroll_into_view_if_needed()
     page.screenshot(path=str(SHOTS / "score-result.png"))
     assert "Download the one-page report" in download.inner_text()
     assert page.get_by_text("Cells ordered by").count() == 0  # a clinical model: no cell ranking
+
+
+def test_a_bad_upload_is_refused_on_the_page(server, page, tmp_path):
+    fake = tmp_path / "cell.jpg"
+    fake.write_text("not an image")
+    page.goto(f"{server['url']}/score")
+    wait_for_idle(page)
+    page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files([str(fake)])
+    page.get_by_text("cell.jpg").first.wait_for()
+    page.get_by_role("button", name="Score").click()
+    wait_for_idle(page)
+    error = page.locator("[data-testid='stAlertContentError']")
+    error.first.wait_for()
+    assert "cell.jpg" in error.first.inner_text()
+    assert page.get_by_text("Probability of malignancy", exact=True).count() == 0
+    page.screenshot(path=str(SHOTS / "score-refused.png"))
