@@ -21,7 +21,7 @@ from lympho import reports
 from lympho.backbones import BACKBONES, PRECISIONS, WEIGHTS, WeightsUnavailable
 from lympho.classifiers import CLASSIFIERS, IMBALANCE
 from lympho.data import (REFERENCE_DATE, SPLITS, CohortError, default_cache_dir, overview, parse_dob,
-                         resolve_cohort)
+                         resolve_cohort, write_text_atomic)
 from lympho.evaluation import METRICS
 from lympho.experiment import (FEATURE_SETS, TABLE2_ROWS, ExperimentConfig, RunStore, ablation_table,
                                make_extractor, run_ablation, run_experiment, table2_layout, write_json_atomic)
@@ -177,13 +177,6 @@ def cmd_train(args) -> None:
     model = train_model(cohort, config, cache_dir_of(args), ProgressBars())
     save_model(model, args.out)
     print(f"trained {model.meta['label']} on {len(cohort.labelled())} patients -> {args.out}")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def cmd_predict(args) -> None:

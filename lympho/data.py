@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -294,8 +295,13 @@ def remembered_data_dirs(cache_dir: Path) -> list[str]:
 
 def remember_data_dir(cache_dir: Path, directory: Path | str, keep: int = 8) -> None:
     entries = [str(directory)] + [e for e in remembered_data_dirs(cache_dir) if e != str(directory)]
-    path = Path(cache_dir) / RECENT_FILE
+    write_text_atomic(Path(cache_dir) / RECENT_FILE, json.dumps(entries[:keep]))
+
+
+def write_text_atomic(path: Path | str, text: str) -> None:
+    """Write via a temporary sibling and rename, so a crash never leaves half a file."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(entries[:keep]))
-    os.replace(tmp, path)  # atomic: the list is never half-written
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+        tmp.write(text)
+    os.replace(tmp.name, path)

@@ -9,9 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import platform
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +20,7 @@ import pandas as pd
 
 from lympho.backbones import BACKBONES, PRECISIONS, WEIGHTS
 from lympho.classifiers import CLASSIFIERS, IMBALANCE, make_pipeline
-from lympho.data import Cohort, Patient, clinical_matrix, clinical_names
+from lympho.data import Cohort, Patient, clinical_matrix, clinical_names, write_text_atomic
 from lympho.evaluation import METRICS, cross_validate
 from lympho.features import FeatureExtractor, Preprocessing
 from lympho.pooling import POOLINGS, pool_bags
@@ -182,12 +180,7 @@ def versions() -> dict:
 
 
 def write_json_atomic(path: Path, payload) -> None:
-    """Write via a temporary file and rename, so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        json.dump(payload, tmp, indent=1, default=_json_default)
-    os.replace(tmp.name, path)
+    write_text_atomic(path, json.dumps(payload, indent=1, default=_json_default))
 
 
 def _json_default(value):

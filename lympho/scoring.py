@@ -143,9 +143,10 @@ def save_model(model: TrainedModel, directory: Path | str) -> Path:
     return directory
 
 
-def load_model(directory: Path | str) -> TrainedModel:
+def read_model_meta(directory: Path | str) -> tuple[dict, ExperimentConfig]:
+    """A model directory's ``model.json`` and config, checked; any problem is a ModelError."""
     directory = Path(directory)
-    meta_path, pipeline_path = directory / "model.json", directory / "pipeline.joblib"
+    meta_path = directory / "model.json"
     if not directory.is_dir():
         raise ModelError(f"{directory}: model directory not found (train one with `python -m lympho train`)")
     try:
@@ -154,16 +155,24 @@ def load_model(directory: Path | str) -> TrainedModel:
         raise ModelError(f"{meta_path}: missing; {directory} is not a lympho model directory") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ModelError(f"{meta_path}: damaged ({err})") from None
-    if meta.get("format") != MODEL_FORMAT:
-        raise ModelError(f"{meta_path}: unsupported model format {meta.get('format')!r}")
+    if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
+        raise ModelError(f"{meta_path}: unsupported model format")
+    try:
+        config = ExperimentConfig.from_dict(meta["config"])
+        if not {"label", "created"} <= set(meta) or not {"n_labelled", "synthetic"} <= set(meta["cohort"]):
+            raise KeyError("label, created or cohort")
+    except (KeyError, TypeError, ValueError) as err:
+        raise ModelError(f"{meta_path}: damaged ({type(err).__name__}: {err})") from None
+    return meta, config
+
+
+def load_model(directory: Path | str) -> TrainedModel:
+    meta, config = read_model_meta(directory)
+    pipeline_path = Path(directory) / "pipeline.joblib"
     if not pipeline_path.is_file():
         raise ModelError(f"{pipeline_path}: missing")
     if _sha256(pipeline_path) != meta.get("sha256"):
         raise ModelError(f"{pipeline_path}: damaged (checksum does not match model.json)")
-    try:
-        config = ExperimentConfig.from_dict(meta["config"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise ModelError(f"{meta_path}: invalid config ({err})") from None
     return TrainedModel(config, joblib.load(pipeline_path), meta)
 
 
@@ -187,21 +196,12 @@ def model_catalog(directory: Path | str) -> tuple[list[tuple[Path, dict]], list[
         return [], []
     found, damaged = [], []
     for folder in sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        meta_path = folder / "model.json"
-        if not meta_path.is_file():
+        if not (folder / "model.json").is_file():
             continue
         try:
-            meta = json.loads(meta_path.read_text())
-            if meta.get("format") != MODEL_FORMAT:
-                raise ValueError(f"unsupported model format {meta.get('format')!r}")
-            ExperimentConfig.from_dict(meta["config"])
-            missing = [key for key in ("label", "created", "cohort") if key not in meta]
-            if missing or not {"n_labelled", "synthetic"} <= set(meta["cohort"]):
-                raise KeyError(f"missing field(s) {missing or 'cohort'}")
-        except (AttributeError, OSError, ValueError, KeyError, TypeError) as err:
-            damaged.append(f"{meta_path}: damaged ({type(err).__name__}: {err})")
-            continue
-        found.append((folder, meta))
+            found.append((folder, read_model_meta(folder)[0]))
+        except ModelError as err:
+            damaged.append(str(err))
     found.sort(key=lambda item: str(item[1]["created"]), reverse=True)
     return found, damaged
 
