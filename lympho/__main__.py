@@ -14,21 +14,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pandas as pd
-from tqdm import tqdm
-
-from lympho import reports
-from lympho.backbones import BACKBONES, PRECISIONS, WEIGHTS, WeightsUnavailable
+# Only light modules at the top: `--help` and argument errors must answer in well under a
+# second, so torch, scikit-learn, xgboost, pandas and plotly are imported inside the
+# commands that use them (tests/test_cli_startup.py checks this).
+from lympho.backbones import BACKBONES, PRECISIONS, WEIGHTS
 from lympho.classifiers import CLASSIFIERS, IMBALANCE
 from lympho.data import (REFERENCE_DATE, SPLITS, CohortError, default_cache_dir, overview, parse_dob,
                          resolve_cohort, write_text_atomic)
-from lympho.evaluation import METRICS
-from lympho.experiment import (FEATURE_SETS, TABLE2_ROWS, ExperimentConfig, RunStore, ablation_table,
-                               make_extractor, run_ablation, run_experiment, table2_layout, write_json_atomic)
+from lympho.experiment import (FEATURE_SETS, RECOMMENDED, TABLE2_ROWS, ExperimentConfig, RunStore,
+                               write_json_atomic)
 from lympho.pooling import POOLINGS
-from lympho.scoring import (RECOMMENDED, ModelError, instance_scores, load_model, make_patient, save_model,
-                            score_patient, train_model)
-from lympho.uploads import save_uploads
 
 CONFIG_OPTIONS = {  # option -> (type, choices); None means "keep the base config's value"
     "features": (str, FEATURE_SETS), "backbone": (str, tuple(BACKBONES)), "weights": (str, WEIGHTS),
@@ -47,9 +42,11 @@ class ProgressBars:
     """One tqdm bar per stage ("extract", "folds"), on stderr."""
 
     def __init__(self):
-        self.bars: dict[str, tqdm] = {}
+        self.bars: dict = {}
 
     def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
         unit = {"extract": "img", "folds": "fold"}.get(stage, "it")
         bar = self.bars.get(stage)
         if bar is None or bar.total != total:
@@ -98,16 +95,24 @@ def load(args):
     return cohort
 
 
-def fold_table(folds: list[dict]) -> pd.DataFrame:
+def fold_table(folds: list[dict]):
+    import pandas as pd
+
+    from lympho.evaluation import METRICS
+
     table = pd.DataFrame(folds)[["repeat", "fold", *METRICS, "confusion_matrix"]]
     return table.rename(columns={"balanced_accuracy": "bal_acc"})
 
 
 def summary_line(summary: dict) -> str:
+    from lympho.evaluation import METRICS
+
     return "  ".join(f"{m}={summary[m]['mean']:.3f}±{summary[m]['std']:.3f}" for m in METRICS)
 
 
 def cmd_evaluate(args) -> None:
+    from lympho.experiment import run_experiment
+
     cohort = load(args)
     config = config_from(args, RECOMMENDED)
     run = run_experiment(cohort, config, cache_dir_of(args), ProgressBars())
@@ -138,6 +143,8 @@ def comma_list(allowed):
 
 
 def cmd_ablation(args) -> None:
+    from lympho.experiment import ablation_table, run_ablation, table2_layout
+
     cohort = load(args)
     base = config_from(args, ABLATION_BASE)
     custom = args.feature_sets or args.classifiers
@@ -159,6 +166,8 @@ def cmd_ablation(args) -> None:
 
 
 def cmd_extract(args) -> None:
+    from lympho.experiment import make_extractor
+
     cohort = load(args)
     config = config_from(args, EXTRACT_BASE)
     patients = cohort.select(args.split)
@@ -172,6 +181,8 @@ def cmd_extract(args) -> None:
 
 
 def cmd_train(args) -> None:
+    from lympho.scoring import save_model, train_model
+
     cohort = load(args)
     config = config_from(args, RECOMMENDED)
     model = train_model(cohort, config, cache_dir_of(args), ProgressBars())
@@ -180,6 +191,9 @@ def cmd_train(args) -> None:
 
 
 def cmd_predict(args) -> None:
+    from lympho import reports
+    from lympho.scoring import load_model
+
     model = load_model(args.model)
     cohort = load(args)
     predictions = model.predict(cohort.select(args.split), cache_dir_of(args), ProgressBars())
@@ -190,6 +204,8 @@ def cmd_predict(args) -> None:
 
 def patient_images(source: Path, scratch: Path) -> Path | list[Path]:
     """A folder as it is; a zip (or one image) checked and unpacked like a dashboard upload."""
+    from lympho.uploads import save_uploads
+
     if source.is_dir():
         return source
     if not source.is_file():
@@ -198,6 +214,9 @@ def patient_images(source: Path, scratch: Path) -> Path | list[Path]:
 
 
 def cmd_score(args) -> None:
+    from lympho import reports
+    from lympho.scoring import instance_scores, load_model, make_patient, score_patient
+
     model = load_model(args.model)
     dob = parse_dob(args.dob) if args.dob else None
     threshold = model.threshold_for_sensitivity(args.sensitivity) if args.sensitivity else args.threshold
@@ -216,6 +235,8 @@ def cmd_score(args) -> None:
 
 
 def cmd_runs_list(args) -> None:
+    from lympho import reports
+
     runs = RunStore(cache_dir_of(args) / "runs").runs()
     if not runs:
         print("no stored runs")
@@ -227,6 +248,8 @@ def cmd_runs_list(args) -> None:
 
 
 def cmd_runs_export(args) -> None:
+    from lympho import reports
+
     store = RunStore(cache_dir_of(args) / "runs")
     unknown = set(args.ids or []) - set(store.ids())
     if unknown:
@@ -318,11 +341,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The errors that mean bad input, printed as one line (exit 2) rather than a traceback.
+
+    Looked up in the modules already loaded: an error can only come from a module the command
+    imported, and a command that never needed torch must not import it to report an error.
+    """
+    errors = [CohortError, ValueError]
+    for module, name in (("lympho.scoring", "ModelError"), ("lympho.backbones", "WeightsUnavailable")):
+        if module in sys.modules:
+            errors.append(getattr(sys.modules[module], name))
+    return tuple(errors)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (CohortError, ModelError, WeightsUnavailable, ValueError) as err:
+    except Exception as err:
+        if not isinstance(err, user_errors()):
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
