@@ -17,12 +17,12 @@ from pathlib import Path
 # Only light modules at the top: `--help` and argument errors must answer in well under a
 # second, so torch, scikit-learn, xgboost, pandas and plotly are imported inside the
 # commands that use them (tests/test_cli_startup.py checks this).
-from lympho.backbones import BACKBONES, PRECISIONS, WEIGHTS
-from lympho.classifiers import CLASSIFIERS, IMBALANCE
 from lympho.data import (REFERENCE_DATE, SPLITS, CohortError, default_cache_dir, overview, parse_dob,
                          resolve_cohort, write_text_atomic)
+from lympho.encoders.torchvision import BACKBONES, PRECISIONS, WEIGHTS
 from lympho.experiment import (FEATURE_SETS, RECOMMENDED, TABLE2_ROWS, ExperimentConfig, RunStore,
                                write_json_atomic)
+from lympho.models import CLASSIFIERS, IMBALANCE
 from lympho.pooling import POOLINGS
 
 CONFIG_OPTIONS = {  # option -> (type, choices); None means "keep the base config's value"
@@ -348,7 +348,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     imported, and a command that never needed torch must not import it to report an error.
     """
     errors = [CohortError, ValueError]
-    for module, name in (("lympho.scoring", "ModelError"), ("lympho.backbones", "WeightsUnavailable")):
+    for module, name in (("lympho.scoring", "ModelError"), ("lympho.encoders.torchvision", "WeightsUnavailable")):
         if module in sys.modules:
             errors.append(getattr(sys.modules[module], name))
     return tuple(errors)

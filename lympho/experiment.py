@@ -13,17 +13,19 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
-import pandas as pd
 
-from lympho.backbones import BACKBONES, PRECISIONS, WEIGHTS
-from lympho.classifiers import CLASSIFIERS, IMBALANCE, make_pipeline
+# Light imports only (the CLI's `--help` loads this module): the feature extractor (torch),
+# the classifiers and the cross-validation (scikit-learn, xgboost) are imported where used.
 from lympho.data import Cohort, Patient, clinical_matrix, clinical_names, write_text_atomic
-from lympho.evaluation import METRICS, cross_validate
-from lympho.features import FeatureExtractor, Preprocessing
+from lympho.encoders.torchvision import BACKBONES, PRECISIONS, WEIGHTS
+from lympho.models import CLASSIFIERS, IMBALANCE
 from lympho.pooling import POOLINGS, pool_bags
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FEATURE_SETS = ("clinical", "images", "both")
 CLASSIFIER_NAMES = {"svm": "SVM", "mlp": "MLP", "xgboost": "XGBoost", "logreg": "LogReg"}
@@ -84,7 +86,16 @@ class ExperimentConfig:
         return f"{CLASSIFIER_NAMES[self.classifier]}, {parts[self.features]}"
 
 
-def make_extractor(config: ExperimentConfig, cache_dir: Path | None) -> FeatureExtractor:
+#: Chosen by 20 x repeated 3-fold cross-validation on the real cohort
+#: (benchmarks/model_selection.py, figures in the README): the best configuration that
+#: needs no downloaded weights.
+RECOMMENDED = ExperimentConfig(features="clinical", classifier="xgboost", imbalance="weights")
+
+
+def make_extractor(config: ExperimentConfig, cache_dir: Path | None):
+    """The cached feature extractor for ``config``'s images (imports torch)."""
+    from lympho.features import FeatureExtractor, Preprocessing
+
     return FeatureExtractor(config.backbone, config.weights, precision=config.precision,
                             preprocessing=Preprocessing(crop=config.crop), cache_dir=cache_dir)
 
@@ -120,6 +131,9 @@ def run_experiment(cohort: Cohort, config: ExperimentConfig, cache_dir: Path | N
                    progress: StageProgress | None = None,
                    bags: Sequence[np.ndarray] | None = None) -> dict:
     """Cross-validate ``config`` on the labelled patients; a JSON-ready run record."""
+    from lympho.evaluation import cross_validate
+    from lympho.models.classifiers import make_pipeline
+
     patients = cohort.labelled()
     if bags is None:
         bags = instance_bags(patients, config, cache_dir, progress)
@@ -154,6 +168,10 @@ def run_ablation(cohort: Cohort, base: ExperimentConfig,
 
 def ablation_table(runs: Sequence[dict]) -> pd.DataFrame:
     """One row per configuration and fold: the configuration's fields, then the metrics."""
+    import pandas as pd
+
+    from lympho.evaluation import METRICS
+
     return pd.DataFrame([{"configuration": run["label"], **run["config"], "repeat": fold["repeat"],
                           "fold": fold["fold"], **{m: fold[m] for m in METRICS}}
                          for run in runs for fold in run["folds"]])
