@@ -5,7 +5,7 @@ import itertools
 
 import streamlit as st
 
-from lympho import figures
+from lympho import figures, reports
 from lympho.experiment import (CLASSIFIER_NAMES, FEATURE_SETS, TABLE2_ROWS, ExperimentConfig, ablation_table,
                                run_ablation, table2_layout)
 from lympho.models.classifiers import CLASSIFIERS, IMBALANCE
@@ -66,4 +66,4 @@ if job is not None:
     wide.columns = [f"{figures.metric_label(metric)} · {split}" for metric, split in wide.columns]
     st.dataframe(wide.reset_index(), hide_index=True, width="stretch")
     st.plotly_chart(figures.ablation_bars(table), key="ablation_chart")
-    st.download_button("Download ablation.csv", table.to_csv(index=False), "ablation.csv", "text/csv")
+    st.download_button("Download ablation.csv", reports.csv_text(table), "ablation.csv", "text/csv")
