@@ -74,6 +74,22 @@ def add_config_options(parser: argparse.ArgumentParser, base: ExperimentConfig,
         parser.add_argument("--raw-count", action="store_true", help="use the lymphocyte count unlogged")
 
 
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="local: this machine (default); ray: a Ray cluster (pip install -r requirements-ray.txt)")
+    parser.add_argument("--address", help="Ray cluster to join, e.g. ray://head:10001 (default: $RAY_ADDRESS, "
+                        "else a local Ray instance on this machine's cores)")
+
+
+def engine_of(args):
+    """The Ray engine when asked for (imported only then), else None: this process."""
+    if args.engine != "ray":
+        return None
+    from lympho.distributed import RayEngine
+
+    return RayEngine(args.address)
+
+
 def config_from(args, base: ExperimentConfig) -> ExperimentConfig:
     overrides = {name: getattr(args, name) for name in CONFIG_OPTIONS
                  if getattr(args, name, None) is not None}
@@ -150,10 +166,10 @@ def cmd_ablation(args) -> None:
     custom = args.feature_sets or args.classifiers
     rows = (list(itertools.product(args.feature_sets or ["clinical", "images", "both"],
                                    args.classifiers or ["svm", "mlp"])) if custom else TABLE2_ROWS)
-    runs, bars = [], ProgressBars()
+    runs, bars, engine = [], ProgressBars(), engine_of(args)
     for imbalance in args.imbalances or [base.imbalance]:
         runs += run_ablation(cohort, dataclasses.replace(base, imbalance=imbalance), rows,
-                             cache_dir_of(args), bars)[1]
+                             cache_dir_of(args), bars, engine=engine)[1]
     table = ablation_table(runs)
     store = RunStore(cache_dir_of(args) / "runs")
     for run in runs:
@@ -171,7 +187,7 @@ def cmd_extract(args) -> None:
     cohort = load(args)
     config = config_from(args, EXTRACT_BASE)
     patients = cohort.select(args.split)
-    extractor = make_extractor(config, cache_dir_of(args))
+    extractor = make_extractor(config, cache_dir_of(args), engine=engine_of(args), rehash=args.rehash)
     bars = ProgressBars()
     extractor.bags(patients, lambda done, total: bars("extract", done, total))
     stats = extractor.last_stats
@@ -291,12 +307,16 @@ def build_parser() -> argparse.ArgumentParser:
     ablation.add_argument("--classifiers", type=comma_list(CLASSIFIERS), help="custom grid: comma list")
     ablation.add_argument("--imbalances", type=comma_list(IMBALANCE), help="comma list (default: weights)")
     ablation.add_argument("--out", type=Path, required=True, help="folder for ablation.csv")
+    add_engine_options(ablation)
     ablation.set_defaults(run=cmd_ablation)
 
     extract = commands.add_parser("extract", help="fill the feature cache, report img/s")
     add_data_options(extract)
     add_config_options(extract, EXTRACT_BASE, ("backbone", "weights", "precision", "crop"))
     extract.add_argument("--split", choices=(*SPLITS, "all"), default="all")
+    extract.add_argument("--rehash", action="store_true", help="read and hash every image again, even those "
+                         "whose size and modification time are unchanged since the last run")
+    add_engine_options(extract)
     extract.set_defaults(run=cmd_extract)
 
     train = commands.add_parser("train", help="fit on all labelled patients (default: recommended config)")

@@ -115,22 +115,22 @@ class RayEngine:
             on_batch(batch["row"].tolist(), np.asarray(batch["features"], np.float32))
 
     def cross_validate_grid(self, jobs: Sequence[tuple], progress: StageProgress | None = None) -> list:
-        """One :class:`~lympho.evaluation.CVResult` per job ``(estimator, X, y, ids, config)``,
-        computed as one Ray task per job and repeat, merged in order: equal to
-        ``cross_validate`` of each job in one process."""
+        """One :class:`~lympho.evaluation.CVResult` per job ``(estimator, X, y, ids, options)``
+        (``options``: cross_validate's keywords: folds, repeats, seed, ...), computed as one
+        Ray task per job and repeat and merged in order: equal to ``cross_validate`` of each
+        job in one process."""
         from lympho.evaluation import CVResult
 
         connect(self.address)
         ray = _ray()
         task = ray.remote(num_cpus=1)(_cross_validate_repeat)
         pending = {}
-        for job, (estimator, X, y, ids, config) in enumerate(jobs):
+        for job, (estimator, X, y, ids, options) in enumerate(jobs):
             data = [ray.put(value) for value in (estimator, X, y, ids)]
-            for repeat in range(1, config.repeats + 1):
-                ref = task.remote(*data, config.folds, config.repeats, config.seed, repeat)
-                pending[ref] = (job, config.folds)
+            for repeat in range(1, options.get("repeats", 1) + 1):
+                pending[task.remote(*data, options, repeat)] = (job, options.get("folds", 3))
         parts: list[list] = [[] for _ in jobs]
-        total, done = sum(c.folds * c.repeats for *_, c in jobs), 0
+        total, done = sum(folds for _, folds in pending.values()), 0
         while pending:
             (ready,), _ = ray.wait(list(pending), num_returns=1)
             job, folds = pending.pop(ready)
@@ -141,8 +141,8 @@ class RayEngine:
         return [CVResult.concat(part) for part in parts]
 
 
-def _cross_validate_repeat(estimator, X, y, ids, folds: int, repeats: int, seed: int, repeat: int):
+def _cross_validate_repeat(estimator, X, y, ids, options: dict, repeat: int):
     """One repeat of a repeated cross-validation, exactly as the full run computes it."""
     from lympho.evaluation import cross_validate
 
-    return cross_validate(estimator, X, y, ids, folds=folds, repeats=repeats, seed=seed, only_repeat=repeat)
+    return cross_validate(estimator, X, y, ids, **options, only_repeat=repeat)
