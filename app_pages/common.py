@@ -17,7 +17,8 @@ from lympho.backbones import BACKBONES, WEIGHTS, hub_checkpoint_path
 from lympho.classifiers import CLASSIFIERS, IMBALANCE
 from lympho.data import default_cache_dir
 from lympho.evaluation import METRICS, operating_point, threshold_for_sensitivity
-from lympho.experiment import CLASSIFIER_NAMES, FEATURE_SETS, ExperimentConfig, RunStore
+from lympho.experiment import CLASSIFIER_NAMES, FEATURE_SETS, ExperimentConfig
+from lympho.runstore import RunStore
 from lympho.jobs import Job
 from lympho.pooling import POOLINGS
 

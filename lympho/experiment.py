@@ -187,36 +187,3 @@ def _json_default(value):
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-class RunStore:
-    """Every run as one JSON file under ``<cache>/runs``; nothing is ever overwritten."""
-
-    def __init__(self, directory: Path):
-        self.directory = Path(directory)
-
-    def save(self, run: dict) -> str:
-        run_id = f"{run['created'].replace(':', '')}-{run['key']}"
-        path = self.directory / f"{run_id}.json"
-        suffix = 1
-        while path.exists():
-            path = self.directory / f"{run_id}-{suffix}.json"
-            suffix += 1
-        write_json_atomic(path, run)
-        return path.stem
-
-    def ids(self) -> list[str]:
-        return sorted(p.stem for p in self.directory.glob("*.json")) if self.directory.is_dir() else []
-
-    def load(self, run_id: str) -> dict:
-        return json.loads((self.directory / f"{run_id}.json").read_text())
-
-    def runs(self) -> list[dict]:
-        """Every readable run, oldest first; a damaged file is skipped, not fatal."""
-        loaded = []
-        for run_id in self.ids():
-            try:
-                loaded.append({"id": run_id, **self.load(run_id)})
-            except (json.JSONDecodeError, OSError, UnicodeDecodeError):
-                continue
-        return loaded

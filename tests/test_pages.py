@@ -10,7 +10,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from lympho.data import load_cohort
-from lympho.experiment import ExperimentConfig, RunStore, run_experiment
+from lympho.experiment import ExperimentConfig, run_experiment
+from lympho.runstore import RunStore
 from lympho.scoring import RECOMMENDED, save_model, train_model
 
 REPO = Path(__file__).resolve().parents[1]
