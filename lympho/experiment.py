@@ -153,8 +153,11 @@ def run_ablation(cohort: Cohort, base: ExperimentConfig,
 
 
 def ablation_table(runs: Sequence[dict]) -> pd.DataFrame:
-    """One row per configuration and fold: the configuration's fields, then the metrics."""
-    return pd.DataFrame([{"configuration": run["label"], **run["config"], "repeat": fold["repeat"],
+    """One row per configuration and fold: the configuration's fields (``config.<field>``, so
+    that the config field ``precision`` and the metric ``precision`` are two columns), then
+    the metrics."""
+    return pd.DataFrame([{"configuration": run["label"], **{f"config.{k}": v for k, v in run["config"].items()},
+                          "repeat": fold["repeat"],
                           "fold": fold["fold"], **{m: fold[m] for m in METRICS}}
                          for run in runs for fold in run["folds"]])
 
@@ -167,7 +170,7 @@ def table2_layout(table: pd.DataFrame) -> pd.DataFrame:
     when repeated)."""
     repeated = table["repeat"].max() > 1
     split = table["repeat"].astype(str) + "." + table["fold"].astype(str) if repeated else table["fold"].astype(str)
-    wide = table.assign(split=split).pivot_table(index=["configuration", "imbalance"], columns="split",
+    wide = table.assign(split=split).pivot_table(index=["configuration", "config.imbalance"], columns="split",
                                                  values=list(TABLE2_METRICS), sort=False)
     return wide[list(TABLE2_METRICS)]
 

@@ -120,7 +120,7 @@ def test_custom_ablation_grid(real_data, tmp_path, capsys):
                            "--classifiers", "logreg,xgboost", "--imbalances", "weights,smote", "--out", tmp_path)
     table = pd.read_csv(tmp_path / "ablation.csv")
     assert code == 0 and len(table) == 2 * 2 * 3
-    assert set(zip(table.classifier, table.imbalance)) == {(c, i) for c in ("logreg", "xgboost")
+    assert set(zip(table["config.classifier"], table["config.imbalance"])) == {(c, i) for c in ("logreg", "xgboost")
                                                            for i in ("weights", "smote")}
 
 

@@ -86,7 +86,8 @@ def test_ablation_runs_the_five_table2_rows(cohort, tmp_path):
     table, runs = run_ablation(cohort, base, cache_dir=tmp_path)
     assert len(runs) == 5 and len(table) == 15
     assert [(r["config"]["features"], r["config"]["classifier"]) for r in runs] == list(TABLE2_ROWS)
-    assert {"fold", "balanced_accuracy", "f1", "recall", "features", "classifier"} <= set(table.columns)
+    assert {"fold", "balanced_accuracy", "f1", "recall", "config.features", "config.classifier"} <= set(table.columns)
+    assert table["config.precision"].eq("fp32").all() and table["precision"].between(0, 1).all()
 
 
 def test_config_validation_and_key():
