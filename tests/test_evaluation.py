@@ -10,7 +10,6 @@ from sklearn.datasets import make_classification
 from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 
-from lympho.classifiers import make_pipeline
 from lympho.evaluation import (
     METRICS,
     CVResult,
@@ -20,6 +19,7 @@ from lympho.evaluation import (
     roc_points,
     threshold_for_sensitivity,
 )
+from lympho.models.classifiers import make_pipeline
 
 
 @pytest.fixture(scope="module")
