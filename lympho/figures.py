@@ -82,6 +82,19 @@ TEMPLATE = go.layout.Template(
 )
 
 
+#: Column names of tables shown to users, with their units (ages are at lympho.data.REFERENCE_DATE).
+COLUMN_LABELS = {
+    "split": "Split", "label": "Diagnosis", "patients": "Patients", "images": "Images",
+    "min_images": "Fewest images per patient", "max_images": "Most images per patient",
+    "median_age": "Median age (years, at 2020-01-01)", "median_count": "Median lymphocyte count (×10⁹/L)",
+}
+
+
+def column_label(name: str) -> str:
+    """A table column's display name with its unit; metrics as :func:`metric_label`."""
+    return COLUMN_LABELS.get(name) or metric_label(name)
+
+
 def metric_label(name: str) -> str:
     """``"balanced_accuracy"`` -> ``"Balanced accuracy"``; unknown names are prettified."""
     return METRIC_LABELS.get(name, str(name).replace("_", " ").capitalize())
