@@ -6,7 +6,7 @@ import itertools
 
 import streamlit as st
 
-from lympho import figures, reference
+from lympho import figures, reference, reports
 from lympho.experiment import (CLASSIFIER_NAMES, FEATURE_SETS, TABLE2_ROWS, ExperimentConfig, ablation_table,
                                run_ablation, table2_layout)
 from lympho.models.classifiers import CLASSIFIERS, IMBALANCE
@@ -77,4 +77,4 @@ if job is not None:
         wide = table2_layout(table)
         wide.columns = [f"{figures.metric_label(metric)} · {split}" for metric, split in wide.columns]
         st.dataframe(wide.reset_index().round(3), hide_index=True, width="stretch")
-    st.download_button("Download ablation.csv", table.to_csv(index=False), "ablation.csv", "text/csv")
+    st.download_button("Download ablation.csv", reports.csv_text(table), "ablation.csv", "text/csv")

@@ -54,7 +54,7 @@ left.plotly_chart(figures.compare_runs(selected), key="compare")
 right.plotly_chart(figures.roc_overlay(selected), key="compare_roc")
 st.dataframe(tracker_table(selected).set_index("id").T.astype(str), width="stretch")
 left, middle, right = st.columns(3)
-left.download_button("Export CSV", reports.runs_table(selected).to_csv(index=False), "lympho-runs.csv", "text/csv")
+left.download_button("Export CSV", reports.csv_text(reports.runs_table(selected)), "lympho-runs.csv", "text/csv")
 middle.download_button("Export JSON", json.dumps(selected, indent=1), "lympho-runs.json", "application/json")
 right.download_button("Export HTML report", reports.runs_report_html(selected), "lympho-report.html", "text/html",
                       help="One self-contained file with the figures, for presenting to a team.")

@@ -154,7 +154,7 @@ def cmd_ablation(args) -> None:
         store.save(run)
     args.out.mkdir(parents=True, exist_ok=True)
     table.insert(0, "synthetic", cohort.synthetic)
-    table.to_csv(args.out / "ablation.csv", index=False)
+    write_text_atomic(args.out / "ablation.csv", reports.csv_text(table))
     print(table2_layout(table).to_string(float_format="%.2f"))
     print(f"wrote {args.out / 'ablation.csv'}")
 
@@ -185,7 +185,7 @@ def cmd_predict(args) -> None:
     cohort = load(args)
     predictions = model.predict(cohort.select(args.split), cache_dir_of(args), ProgressBars())
     write_text_atomic(args.out, reports.submission_csv(predictions) if args.kaggle
-                      else predictions.to_csv(index=False))
+                      else reports.csv_text(predictions))
     print(f"wrote {len(predictions)} predictions ({args.split}) -> {args.out}")
 
 
@@ -267,7 +267,7 @@ def cmd_runs_export(args) -> None:
     if not runs:
         raise ValueError("no stored runs to export")
     kind = args.out.suffix.lower()
-    exporters = {".csv": lambda: reports.runs_table(runs).to_csv(index=False),
+    exporters = {".csv": lambda: reports.csv_text(reports.runs_table(runs)),
                  ".json": lambda: json.dumps(runs, indent=1), ".html": lambda: reports.runs_report_html(runs)}
     if kind not in exporters:
         raise ValueError(f"{args.out}: the file name must end in .csv, .json or .html")
