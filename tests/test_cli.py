@@ -50,7 +50,7 @@ def test_ablation_writes_table2(small_cohort, tmp_path, capsys):
     code, out, _ = run_cli(capsys, "ablation", "--data", small_cohort, *IMAGE_OPTIONS, "--out", tmp_path / "abl")
     assert code == 0 and "balanced_accuracy" in out
     table = pd.read_csv(tmp_path / "abl" / "ablation.csv")
-    assert len(table) == 15 and {"fold", "balanced_accuracy", "f1", "recall", "classifier", "features"} <= set(table.columns)
+    assert len(table) == 15 and {"fold", "balanced_accuracy", "f1", "recall", "config.classifier", "config.features"} <= set(table.columns)
 
 
 def test_extract_fills_the_cache(small_cohort, capsys):
