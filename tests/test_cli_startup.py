@@ -45,3 +45,10 @@ def test_a_bad_cohort_error_needs_no_heavy_import(tmp_path):
     out, err = run_cli("data", "--data", str(tmp_path / "missing"))
     assert "EXIT 2" in out and err.startswith("error:") and str(tmp_path / "missing") in err
     assert out.strip().endswith("LOADED")
+
+
+def test_the_cli_spells_the_metrics_as_evaluation_does():
+    from lympho.__main__ import METRIC_NAMES
+    from lympho.evaluation import METRICS
+
+    assert METRIC_NAMES == METRICS
