@@ -92,12 +92,14 @@ class ExperimentConfig:
 RECOMMENDED = ExperimentConfig(features="clinical", classifier="xgboost", imbalance="weights")
 
 
-def make_extractor(config: ExperimentConfig, cache_dir: Path | None):
-    """The cached feature extractor for ``config``'s images (imports torch)."""
+def make_extractor(config: ExperimentConfig, cache_dir: Path | None, engine=None, rehash: bool = False):
+    """The cached feature extractor for ``config``'s images; ``engine``: where missing
+    features are computed (None: this process; a :class:`lympho.distributed.RayEngine`)."""
     from lympho.features import FeatureExtractor, Preprocessing
 
     return FeatureExtractor(config.backbone, config.weights, precision=config.precision,
-                            preprocessing=Preprocessing(crop=config.crop), cache_dir=cache_dir)
+                            preprocessing=Preprocessing(crop=config.crop), cache_dir=cache_dir,
+                            engine=engine, rehash=rehash)
 
 
 def design_matrix(patients: Sequence[Patient], config: ExperimentConfig,
@@ -115,11 +117,11 @@ def design_matrix(patients: Sequence[Patient], config: ExperimentConfig,
 
 
 def instance_bags(patients: Sequence[Patient], config: ExperimentConfig, cache_dir: Path | None,
-                  progress: StageProgress | None = None) -> list[np.ndarray] | None:
+                  progress: StageProgress | None = None, engine=None) -> list[np.ndarray] | None:
     if not config.uses_images:
         return None
     on_extract = (lambda done, total: progress("extract", done, total)) if progress else None
-    return make_extractor(config, cache_dir).bags(patients, on_extract)
+    return make_extractor(config, cache_dir, engine).bags(patients, on_extract)
 
 
 def cohort_summary(cohort: Cohort) -> dict:
@@ -132,17 +134,28 @@ def run_experiment(cohort: Cohort, config: ExperimentConfig, cache_dir: Path | N
                    bags: Sequence[np.ndarray] | None = None) -> dict:
     """Cross-validate ``config`` on the labelled patients; a JSON-ready run record."""
     from lympho.evaluation import cross_validate
-    from lympho.models.classifiers import make_pipeline
 
     patients = cohort.labelled()
     if bags is None:
         bags = instance_bags(patients, config, cache_dir, progress)
+    estimator, X, y, ids, options = cv_job(patients, config, bags)
+    on_fold = (lambda done, total: progress("folds", done, total)) if progress else None
+    return run_record(cohort, config, cross_validate(estimator, X, y, ids, **options, progress=on_fold))
+
+
+def cv_job(patients: Sequence[Patient], config: ExperimentConfig, bags: Sequence[np.ndarray] | None) -> tuple:
+    """What ``config``'s cross-validation needs: ``(estimator, X, y, ids, keywords)``; run
+    here by :func:`run_experiment`, or as Ray tasks by an ablation on the Ray engine."""
+    from lympho.models.classifiers import make_pipeline
+
     X, _ = design_matrix(patients, config, bags)
     y = np.array([p.label for p in patients])
-    on_fold = (lambda done, total: progress("folds", done, total)) if progress else None
-    result = cross_validate(make_pipeline(config.classifier, config.imbalance, config.seed), X, y,
-                            [p.id for p in patients], folds=config.folds, repeats=config.repeats,
-                            seed=config.seed, progress=on_fold)
+    return (make_pipeline(config.classifier, config.imbalance, config.seed), X, y, [p.id for p in patients],
+            {"folds": config.folds, "repeats": config.repeats, "seed": config.seed})
+
+
+def run_record(cohort: Cohort, config: ExperimentConfig, result) -> dict:
+    """The JSON-ready record of ``config``'s cross-validation ``result`` (a CVResult)."""
     return {
         "config": config.to_dict(), "key": config.key(), "label": config.label(),
         "cohort": cohort_summary(cohort), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -157,12 +170,21 @@ TABLE2_ROWS = (("clinical", "svm"), ("both", "svm"), ("images", "svm"), ("both",
 
 def run_ablation(cohort: Cohort, base: ExperimentConfig,
                  rows: Sequence[tuple[str, str]] = TABLE2_ROWS, cache_dir: Path | None = None,
-                 progress: StageProgress | None = None) -> tuple[pd.DataFrame, list[dict]]:
-    """Run each (features, classifier) row on shared cached features; one table row per fold."""
+                 progress: StageProgress | None = None, engine=None) -> tuple[pd.DataFrame, list[dict]]:
+    """Run each (features, classifier) row on shared cached features; one table row per fold.
+
+    With ``engine`` (a :class:`lympho.distributed.RayEngine`) the features are extracted on
+    the cluster and the grid runs as one task per configuration x repeat; same results.
+    """
     configs = [dataclasses.replace(base, features=f, classifier=c) for f, c in rows]
     image_config = next((c for c in configs if c.uses_images), None)
-    bags = instance_bags(cohort.labelled(), image_config, cache_dir, progress) if image_config else None
-    runs = [run_experiment(cohort, config, cache_dir, progress, bags) for config in configs]
+    patients = cohort.labelled()
+    bags = instance_bags(patients, image_config, cache_dir, progress, engine) if image_config else None
+    if engine is None:
+        runs = [run_experiment(cohort, config, cache_dir, progress, bags) for config in configs]
+    else:
+        results = engine.cross_validate_grid([cv_job(patients, c, bags) for c in configs], progress)
+        runs = [run_record(cohort, config, result) for config, result in zip(configs, results)]
     return ablation_table(runs), runs
 
 
