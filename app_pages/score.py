@@ -10,7 +10,8 @@ from lympho.data import REFERENCE_DATE, CohortError
 from lympho.scoring import (RECOMMENDED, ModelError, instance_scores, load_model, make_patient, model_catalog,
                             save_model, score_patient, train_model)
 from lympho.uploads import UPLOAD_SUFFIXES, save_uploads
-from app_pages.common import cache_dir, finished_job, job_busy, start_job
+from app_pages.common import finished_job
+from app_pages.shell import cache_dir, job_busy, start_job
 
 SLOT = "train_recommended"
 
