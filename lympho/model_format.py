@@ -15,6 +15,7 @@ caller says it trusts them (``--trust-pickle``, a checkbox on the Score page).
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 import pkgutil
@@ -62,13 +63,26 @@ def trusted_types() -> list[str]:
     return sorted({_type_name(cls) for cls in (Pipeline, SMOTE, SMOTENC)} | set(our_estimator_types()))
 
 
+def _for_prediction(pipeline):
+    """``pipeline`` with its samplers (SMOTE ...) unfitted: they only act while fitting, and
+    their fitted state (a nearest-neighbour index) would widen the trusted types."""
+    from sklearn.base import clone
+
+    steps = getattr(pipeline, "steps", None)
+    if not steps or not any(hasattr(step, "fit_resample") for _, step in steps):
+        return pipeline
+    stored = copy.copy(pipeline)
+    stored.steps = [(name, clone(step) if hasattr(step, "fit_resample") else step) for name, step in steps]
+    return stored
+
+
 def save_pipeline(pipeline, folder: Path) -> Path:
     """Write ``pipeline`` as ``folder/pipeline.skops``; refuse one that could not be loaded
     back safely (a type outside :func:`trusted_types`), naming the types."""
     import skops.io as sio
 
     path = Path(folder) / PIPELINE_FILE
-    data = sio.dumps(pipeline)
+    data = sio.dumps(_for_prediction(pipeline))
     untrusted = sorted(set(sio.get_untrusted_types(data=data)) - set(trusted_types()))
     if untrusted:
         raise UnsafeModelError(f"cannot store this pipeline safely: it holds {', '.join(untrusted)} "
