@@ -92,6 +92,12 @@ def engine_of(args):
     return RayEngine(args.address)
 
 
+def add_trust_pickle(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="also load an old-format model (pipeline.joblib, a pickle that runs code when "
+                             "loaded): only for a model from a source you trust")
+
+
 def config_from(args, base: ExperimentConfig) -> ExperimentConfig:
     overrides = {name: getattr(args, name) for name in CONFIG_OPTIONS
                  if getattr(args, name, None) is not None}
@@ -212,7 +218,7 @@ def cmd_predict(args) -> None:
     from lympho import reports
     from lympho.scoring import load_model
 
-    model = load_model(args.model)
+    model = load_model(args.model, trust_pickle=args.trust_pickle)
     cohort = load(args)
     predictions = model.predict(cohort.select(args.split), cache_dir_of(args), ProgressBars())
     write_text_atomic(args.out, reports.submission_csv(predictions) if args.kaggle
@@ -235,7 +241,7 @@ def cmd_score(args) -> None:
     from lympho import reports
     from lympho.scoring import instance_scores, load_model, make_patient, score_patient
 
-    model = load_model(args.model)
+    model = load_model(args.model, trust_pickle=args.trust_pickle)
     dob = parse_dob(args.dob) if args.dob else None
     threshold = model.threshold_for_sensitivity(args.sensitivity) if args.sensitivity else args.threshold
     with tempfile.TemporaryDirectory() as scratch:
@@ -367,6 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="predict a split of a cohort")
     add_data_options(predict)
     predict.add_argument("--model", type=Path, required=True)
+    add_trust_pickle(predict)
     predict.add_argument("--split", choices=tuple(SPLITS), default="test")
     predict.add_argument("--out", type=Path, required=True, help="CSV: ID,probability,prediction")
     predict.add_argument("--kaggle", action="store_true", help="write the challenge's Id,Predicted")
@@ -374,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     score = commands.add_parser("score", help="score one patient from a folder of images")
     score.add_argument("--model", type=Path, required=True)
+    add_trust_pickle(score)
     score.add_argument("--images", type=Path, required=True, help="a folder of images, or a zip of them")
     score.add_argument("--gender", required=True, help="M or F")
     born = score.add_mutually_exclusive_group(required=True)
@@ -429,7 +437,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     imported, and a command that never needed torch must not import it to report an error.
     """
     errors = [CohortError, ValueError]
-    for module, name in (("lympho.scoring", "ModelError"), ("lympho.encoders.torchvision", "WeightsUnavailable")):
+    loaded_only = (("lympho.model_format", "ModelError"), ("lympho.encoders.torchvision", "WeightsUnavailable"))
+    for module, name in loaded_only:
         if module in sys.modules:
             errors.append(getattr(sys.modules[module], name))
     return tuple(errors)
