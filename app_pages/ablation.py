@@ -6,9 +6,9 @@ import itertools
 import streamlit as st
 
 from lympho import figures
-from lympho.classifiers import CLASSIFIERS, IMBALANCE
 from lympho.experiment import (CLASSIFIER_NAMES, FEATURE_SETS, TABLE2_ROWS, ExperimentConfig, ablation_table,
                                run_ablation, table2_layout)
+from lympho.models.classifiers import CLASSIFIERS, IMBALANCE
 from app_pages.common import (FEATURE_NAMES, cache_dir, current_cohort, finished_job, image_options, job_busy,
                               run_store, start_job, synthetic_banner)
 

@@ -13,12 +13,12 @@ import pandas as pd
 import streamlit as st
 
 from lympho import figures
-from lympho.backbones import BACKBONES, WEIGHTS, hub_checkpoint_path
-from lympho.classifiers import CLASSIFIERS, IMBALANCE
 from lympho.data import default_cache_dir
+from lympho.encoders.torchvision import BACKBONES, WEIGHTS, hub_checkpoint_path
 from lympho.evaluation import METRICS, operating_point, threshold_for_sensitivity
 from lympho.experiment import CLASSIFIER_NAMES, FEATURE_SETS, ExperimentConfig, RunStore
 from lympho.jobs import Job
+from lympho.models.classifiers import CLASSIFIERS, IMBALANCE
 from lympho.pooling import POOLINGS
 
 FEATURE_NAMES = {"clinical": "Clinical only", "images": "Images only", "both": "Clinical + images"}

@@ -17,9 +17,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lympho.classifiers import CLASSIFIERS  # noqa: E402
 from lympho.data import load_cohort  # noqa: E402
 from lympho.experiment import ExperimentConfig, instance_bags, run_experiment  # noqa: E402
+from lympho.models.classifiers import CLASSIFIERS  # noqa: E402
 
 
 def main() -> None:

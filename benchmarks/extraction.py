@@ -29,8 +29,8 @@ from torchvision import transforms
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lympho.backbones import build_encoder  # noqa: E402
 from lympho.data import load_cohort, read_image  # noqa: E402
+from lympho.encoders.torchvision import build_encoder  # noqa: E402
 from lympho.features import FeatureExtractor  # noqa: E402
 
 

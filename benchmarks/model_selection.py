@@ -16,9 +16,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lympho.classifiers import CLASSIFIERS, IMBALANCE  # noqa: E402
 from lympho.data import load_cohort  # noqa: E402
 from lympho.experiment import ExperimentConfig, instance_bags, run_experiment  # noqa: E402
+from lympho.models.classifiers import CLASSIFIERS, IMBALANCE  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

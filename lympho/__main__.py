@@ -18,13 +18,13 @@ import pandas as pd
 from tqdm import tqdm
 
 from lympho import reports
-from lympho.backbones import BACKBONES, PRECISIONS, WEIGHTS, WeightsUnavailable
-from lympho.classifiers import CLASSIFIERS, IMBALANCE
 from lympho.data import (REFERENCE_DATE, SPLITS, CohortError, default_cache_dir, overview, parse_dob,
                          resolve_cohort, write_text_atomic)
+from lympho.encoders.torchvision import BACKBONES, PRECISIONS, WEIGHTS, WeightsUnavailable
 from lympho.evaluation import METRICS
 from lympho.experiment import (FEATURE_SETS, TABLE2_ROWS, ExperimentConfig, RunStore, ablation_table,
                                make_extractor, run_ablation, run_experiment, table2_layout, write_json_atomic)
+from lympho.models.classifiers import CLASSIFIERS, IMBALANCE
 from lympho.pooling import POOLINGS
 from lympho.scoring import (RECOMMENDED, ModelError, instance_scores, load_model, make_patient, save_model,
                             score_patient, train_model)

@@ -18,11 +18,11 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from lympho.backbones import BACKBONES, PRECISIONS, WEIGHTS
-from lympho.classifiers import CLASSIFIERS, IMBALANCE, make_pipeline
 from lympho.data import Cohort, Patient, clinical_matrix, clinical_names, write_text_atomic
+from lympho.encoders.torchvision import BACKBONES, PRECISIONS, WEIGHTS
 from lympho.evaluation import METRICS, cross_validate
 from lympho.features import FeatureExtractor, Preprocessing
+from lympho.models.classifiers import CLASSIFIERS, IMBALANCE, make_pipeline
 from lympho.pooling import POOLINGS, pool_bags
 
 FEATURE_SETS = ("clinical", "images", "both")

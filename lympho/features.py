@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lympho.backbones import backbone_spec, inference_encoder, resolve_device, resolve_precision
 from lympho.data import CohortError, Patient, read_image
+from lympho.encoders.torchvision import backbone_spec, inference_encoder, resolve_device, resolve_precision
 
 PREPROCESSING_VERSION = 1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -25,7 +25,6 @@ import joblib
 import numpy as np
 import pandas as pd
 
-from lympho.classifiers import make_pipeline
 from lympho.data import (UNKNOWN_LABEL, CohortError, Patient, age_at_reference, check_image,
                          list_images, parse_gender, parse_lymph_count)
 from lympho.evaluation import cross_validate
@@ -33,6 +32,7 @@ from lympho.evaluation import operating_point as _operating_point
 from lympho.evaluation import threshold_for_sensitivity as _threshold_for_sensitivity
 from lympho.experiment import (ExperimentConfig, StageProgress, cohort_summary, design_matrix,
                                instance_bags, versions, write_json_atomic)
+from lympho.models.classifiers import make_pipeline
 
 MODEL_FORMAT = 1
 #: Chosen by 20 x repeated 3-fold cross-validation on the real cohort

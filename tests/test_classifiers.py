@@ -1,4 +1,4 @@
-"""Tests for lympho.classifiers: sklearn compatibility, imbalance handling, determinism."""
+"""Tests for lympho.models.classifiers: sklearn compatibility, imbalance handling, determinism."""
 
 import itertools
 
@@ -11,7 +11,7 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from lympho.classifiers import (
+from lympho.models.classifiers import (
     CLASSIFIERS,
     IMBALANCE,
     TorchMLPClassifier,

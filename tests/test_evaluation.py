@@ -12,7 +12,6 @@ from sklearn.metrics import confusion_matrix
 from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 
-from lympho.classifiers import make_pipeline
 from lympho.evaluation import (
     METRICS,
     CVResult,
@@ -25,6 +24,7 @@ from lympho.evaluation import (
     threshold_for_sensitivity,
     threshold_from_repeats,
 )
+from lympho.models.classifiers import make_pipeline
 
 
 @pytest.fixture(scope="module")

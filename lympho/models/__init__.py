@@ -1,0 +1,3 @@
+"""Patient-level models: ``classifiers`` holds the tabular pipelines (SVM, MLP, XGBoost,
+logistic regression) with their imbalance handling.
+"""
