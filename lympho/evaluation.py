@@ -320,3 +320,13 @@ def threshold_from_repeats(oof, target: float) -> dict:
     threshold = float(min(np.median(per_repeat), 1.0))
     return {"target_sensitivity": float(target), "threshold": threshold,
             "per_repeat": [float(t) for t in per_repeat], "estimate": estimate | {"threshold": threshold}}
+
+
+def run_estimates(run) -> dict | None:
+    """A stored run's headline estimates: ``summary["headline"]``, or for a run stored before
+    it existed :func:`oof_estimates` of its ``oof`` at its threshold (0.5); None without
+    out-of-fold predictions."""
+    summary = run.get("summary") or {}
+    if summary.get("headline"):
+        return summary["headline"]
+    return oof_estimates(run["oof"], summary.get("threshold", 0.5)) if run.get("oof") else None
