@@ -78,6 +78,12 @@ def add_config_options(parser: argparse.ArgumentParser, base: ExperimentConfig,
         parser.add_argument("--raw-count", action="store_true", help="use the lymphocyte count unlogged")
 
 
+def add_trust_pickle(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="also load an old-format model (pipeline.joblib, a pickle that runs code when "
+                             "loaded): only for a model from a source you trust")
+
+
 def config_from(args, base: ExperimentConfig) -> ExperimentConfig:
     overrides = {name: getattr(args, name) for name in CONFIG_OPTIONS
                  if getattr(args, name, None) is not None}
@@ -211,7 +217,7 @@ def cmd_predict(args) -> None:
         raise ValueError("--split train predicts the patients the model was trained on: in-sample "
                          "predictions, far better than on new patients. Pass --in-sample to write them "
                          "anyway; for honest figures use `python -m lympho evaluate`.")
-    model = load_model(args.model)
+    model = load_model(args.model, trust_pickle=args.trust_pickle)
     cohort = load(args)
     threshold = chosen_threshold(model, args)
     predictions = model.predict(cohort.select(args.split), cache_dir_of(args), ProgressBars(), threshold)
@@ -232,7 +238,7 @@ def patient_images(source: Path, scratch: Path) -> Path | list[Path]:
 
 
 def cmd_score(args) -> None:
-    model = load_model(args.model)
+    model = load_model(args.model, trust_pickle=args.trust_pickle)
     dob = parse_dob(args.dob) if args.dob else None
     threshold = chosen_threshold(model, args)
     with tempfile.TemporaryDirectory() as scratch:
@@ -365,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="predict a split of a cohort")
     add_data_options(predict)
     predict.add_argument("--model", type=Path, required=True)
+    add_trust_pickle(predict)
     predict.add_argument("--split", choices=tuple(SPLITS), default="test")
     predict.add_argument("--out", type=Path, required=True, help="CSV: ID,probability,prediction")
     predict.add_argument("--kaggle", action="store_true", help="write the challenge's Id,Predicted")
@@ -375,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     score = commands.add_parser("score", help="score one patient from a folder of images")
     score.add_argument("--model", type=Path, required=True)
+    add_trust_pickle(score)
     score.add_argument("--images", type=Path, required=True, help="a folder of images, or a zip of them")
     score.add_argument("--gender", required=True, help="M or F")
     born = score.add_mutually_exclusive_group(required=True)
