@@ -19,7 +19,8 @@ import numpy as np
 
 # Light imports only (the CLI's `--help` loads this module): the feature extractor (torch),
 # the classifiers and the cross-validation (scikit-learn, xgboost) are imported where used.
-from lympho.data import Cohort, Patient, clinical_matrix, clinical_names, write_text_atomic
+from lympho.data import (Cohort, Patient, categorical_columns, clinical_matrix, clinical_names,
+                         write_text_atomic)
 from lympho.encoders.torchvision import BACKBONES, PRECISIONS, WEIGHTS
 from lympho.models import CLASSIFIERS, IMBALANCE
 from lympho.pooling import POOLINGS, pool_bags
@@ -90,6 +91,10 @@ class ExperimentConfig:
 #: (benchmarks/model_selection.py, figures in the README): the best configuration that
 #: needs no downloaded weights.
 RECOMMENDED = ExperimentConfig(features="clinical", classifier="xgboost", imbalance="weights")
+#: The default operating point of a trained model: a screening tool must catch malignancy.
+TARGET_SENSITIVITY = 0.95
+#: Cross-validation repeats from which a trained model's threshold is chosen.
+THRESHOLD_REPEATS = 10
 
 
 def make_extractor(config: ExperimentConfig, cache_dir: Path | None, engine=None, rehash: bool = False):
@@ -114,6 +119,14 @@ def design_matrix(patients: Sequence[Patient], config: ExperimentConfig,
         blocks.append(pooled)
         names += [f"{config.pooling}_{i}" for i in range(pooled.shape[1])]
     return np.hstack(blocks), names
+
+
+def config_pipeline(config: ExperimentConfig, names: Sequence[str]):
+    """``config``'s unfitted pipeline for a design matrix with columns ``names`` (SMOTE-NC
+    keeps its categorical columns categorical)."""
+    from lympho.models.classifiers import make_pipeline
+
+    return make_pipeline(config.classifier, config.imbalance, config.seed, categorical_columns(list(names)))
 
 
 def instance_bags(patients: Sequence[Patient], config: ExperimentConfig, cache_dir: Path | None,
@@ -146,11 +159,9 @@ def run_experiment(cohort: Cohort, config: ExperimentConfig, cache_dir: Path | N
 def cv_job(patients: Sequence[Patient], config: ExperimentConfig, bags: Sequence[np.ndarray] | None) -> tuple:
     """What ``config``'s cross-validation needs: ``(estimator, X, y, ids, keywords)``; run
     here by :func:`run_experiment`, or as Ray tasks by an ablation on the Ray engine."""
-    from lympho.models.classifiers import make_pipeline
-
-    X, _ = design_matrix(patients, config, bags)
+    X, names = design_matrix(patients, config, bags)
     y = np.array([p.label for p in patients])
-    return (make_pipeline(config.classifier, config.imbalance, config.seed), X, y, [p.id for p in patients],
+    return (config_pipeline(config, names), X, y, [p.id for p in patients],
             {"folds": config.folds, "repeats": config.repeats, "seed": config.seed})
 
 
