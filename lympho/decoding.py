@@ -13,9 +13,12 @@ pixel for pixel what Pillow gives (tests/test_decoding.py).
 from __future__ import annotations
 
 import struct
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 _SOF = {0xC0, 0xC1, 0xC2}  # baseline, extended sequential, progressive (Huffman)
 _STANDALONE = {0x01, *range(0xD0, 0xD8)}  # markers without a length field
@@ -62,7 +65,7 @@ def is_plain_jpeg(data: bytes, size: int) -> bool:
     return header is not None and header == (size, size, 3, False)
 
 
-def decode_batch(blobs: Sequence[np.ndarray], device) -> "torch.Tensor":  # noqa: F821
+def decode_batch(blobs: Sequence[np.ndarray], device) -> torch.Tensor:
     """Decode plain JPEGs (uint8 byte arrays) in one call on ``device``; uint8 NHWC there."""
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg
