@@ -18,8 +18,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from lympho import reports
-from lympho.data import (REFERENCE_DATE, SPLITS, CohortError, default_cache_dir, overview, parse_dob,
-                         resolve_cohort, write_text_atomic)
+from lympho.data import (REFERENCE_DATE, SPLITS, CacheError, CohortError, default_cache_dir, overview, parse_dob,
+                         resolve_cohort, usable_cache_dir, write_text_atomic)
 from lympho.encoders.torchvision import BACKBONES, PRECISIONS, WEIGHTS, WeightsUnavailable
 from lympho.evaluation import METRICS
 from lympho.experiment import (FEATURE_SETS, TABLE2_ROWS, ExperimentConfig, ablation_table,
@@ -93,7 +93,8 @@ def config_from(args, base: ExperimentConfig) -> ExperimentConfig:
 
 
 def cache_dir_of(args) -> Path:
-    return args.cache_dir or default_cache_dir()
+    """The cache directory, created and checked writable (a one-line error naming it if not)."""
+    return usable_cache_dir(args.cache_dir or default_cache_dir())
 
 
 def load(args):
@@ -384,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (CohortError, ModelError, WeightsUnavailable, ValueError) as err:
+    except (CohortError, ModelError, WeightsUnavailable, ValueError, CacheError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
