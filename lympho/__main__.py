@@ -17,8 +17,8 @@ from pathlib import Path
 # Only light modules at the top: `--help` and argument errors must answer in well under a
 # second, so torch, scikit-learn, xgboost, pandas and plotly are imported inside the
 # commands that use them (tests/test_cli_startup.py checks this).
-from lympho.data import (REFERENCE_DATE, SPLITS, CohortError, default_cache_dir, overview, parse_dob,
-                         resolve_cohort, write_text_atomic)
+from lympho.data import (REFERENCE_DATE, SPLITS, CacheError, CohortError, default_cache_dir, overview, parse_dob,
+                         resolve_cohort, usable_cache_dir, write_text_atomic)
 from lympho.encoders.torchvision import BACKBONES, PRECISIONS, WEIGHTS
 from lympho.experiment import (FEATURE_SETS, RECOMMENDED, TABLE2_ROWS, TARGET_SENSITIVITY, THRESHOLD_REPEATS,
                                ExperimentConfig, write_json_atomic)
@@ -108,7 +108,8 @@ def config_from(args, base: ExperimentConfig) -> ExperimentConfig:
 
 
 def cache_dir_of(args) -> Path:
-    return args.cache_dir or default_cache_dir()
+    """The cache directory, created and checked writable (a one-line error naming it if not)."""
+    return usable_cache_dir(args.cache_dir or default_cache_dir())
 
 
 def load(args):
@@ -548,7 +549,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     Looked up in the modules already loaded: an error can only come from a module the command
     imported, and a command that never needed torch must not import it to report an error.
     """
-    errors = [CohortError, ValueError]
+    errors = [CohortError, ValueError, CacheError, OSError]
     loaded_only = (("lympho.model_format", "ModelError"), ("lympho.encoders.torchvision", "WeightsUnavailable"))
     for module, name in loaded_only:
         if module in sys.modules:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lympho.data import CohortError, Patient, read_image
+from lympho.data import CohortError, Patient, cache_error, read_image
 from lympho.encoders.torchvision import backbone_spec, inference_encoder, resolve_device, resolve_precision
 
 PREPROCESSING_VERSION = 1
@@ -82,12 +82,15 @@ def _collate(items):
 
 
 def open_feature_cache(directory: Path) -> diskcache.Cache:
-    """Open the cache; an unreadable database is moved aside (kept, never deleted) and rebuilt."""
+    """Open the cache; an unreadable database is moved aside (kept, never deleted) and rebuilt.
+    A directory that cannot be created or written is a :class:`CacheError` naming it."""
     directory = Path(directory)
     try:
         cache = diskcache.Cache(directory)
         cache.get("__probe__")
         return cache
+    except (OSError, sqlite3.OperationalError) as err:  # not damage: read-only, locked, full
+        raise cache_error(directory, err) from None
     except sqlite3.DatabaseError:
         aside = directory.with_name(f"{directory.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
         os.replace(directory, aside)
@@ -144,6 +147,16 @@ class FeatureExtractor:
                     found[i] = vector
         return found
 
+    def _store(self, keys: list[str], vectors: np.ndarray) -> None:
+        """One batch in one transaction: after a crash or a full disk, the cache holds whole
+        batches only, and the next run extracts the rest."""
+        try:
+            with self.cache.transact():
+                for key, vector in zip(keys, vectors):
+                    self.cache.set(key, vector.astype(np.float32).tobytes())
+        except (OSError, sqlite3.OperationalError) as err:
+            raise cache_error(self.cache.directory, err) from None
+
     def _normalise(self, batch: torch.Tensor) -> torch.Tensor:
         # uint8 NHWC -> float NCHW; the permuted view is already channels_last.
         mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1) * 255
@@ -187,9 +200,7 @@ class FeatureExtractor:
             rows = [missing[i] for i in indices]
             features[rows] = batch_features
             if self.cache is not None:
-                with self.cache.transact():
-                    for row, vector in zip(rows, batch_features):
-                        self.cache.set(keys[row], vector.astype(np.float32).tobytes())
+                self._store([keys[row] for row in rows], batch_features)
             done += len(rows)
             if progress:
                 progress(done, len(paths))
