@@ -14,7 +14,8 @@ import streamlit as st
 
 from lympho import figures
 from lympho.data import default_cache_dir
-from lympho.encoders.torchvision import BACKBONES, WEIGHTS, hub_checkpoint_path
+from lympho.encoders import ENCODERS, WEIGHTS, uses_torchvision_options
+from lympho.encoders.torchvision import hub_checkpoint_path
 from lympho.evaluation import METRICS, operating_point, threshold_for_sensitivity
 from lympho.experiment import CLASSIFIER_NAMES, FEATURE_SETS, ExperimentConfig, RunStore
 from lympho.jobs import Job
@@ -47,13 +48,13 @@ def synthetic_banner() -> None:
 
 
 def weights_available(backbone: str) -> bool:
-    return hub_checkpoint_path(backbone).is_file()
+    return uses_torchvision_options(backbone) and hub_checkpoint_path(backbone).is_file()
 
 
 def image_options(key: str, base: ExperimentConfig, disabled: bool = False) -> dict:
     """Encoder, weights and pooling widgets; ImageNet is preselected only when it is cached."""
     left, middle, right = st.columns(3)
-    backbone = left.selectbox("Image encoder", tuple(BACKBONES), index=tuple(BACKBONES).index(base.backbone),
+    backbone = left.selectbox("Image encoder", tuple(ENCODERS), index=tuple(ENCODERS).index(base.encoder),
                               key=f"{key}_backbone", disabled=disabled)
     cached = weights_available(backbone)
     weights = middle.selectbox("Weights", WEIGHTS, index=0 if cached else 1, key=f"{key}_weights",
@@ -62,7 +63,7 @@ def image_options(key: str, base: ExperimentConfig, disabled: bool = False) -> d
                                                         f"({hub_checkpoint_path(backbone)}); offline, use none.")
     pooling = right.selectbox("Pooling", tuple(POOLINGS), index=tuple(POOLINGS).index(base.pooling),
                               key=f"{key}_pooling", disabled=disabled)
-    return {"backbone": backbone, "weights": weights, "pooling": pooling}
+    return {"encoder": backbone, "weights": weights, "pooling": pooling}
 
 
 def config_form(key: str, base: ExperimentConfig) -> ExperimentConfig:

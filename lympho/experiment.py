@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from lympho.data import Cohort, Patient, clinical_matrix, clinical_names, write_text_atomic
-from lympho.encoders.torchvision import BACKBONES, PRECISIONS, WEIGHTS
+from lympho.encoders import ENCODERS, PRECISIONS, WEIGHTS, uses_torchvision_options
 from lympho.evaluation import METRICS, cross_validate
 from lympho.features import FeatureExtractor, Preprocessing
 from lympho.models.classifiers import CLASSIFIERS, IMBALANCE, make_pipeline
@@ -37,7 +37,7 @@ class ExperimentConfig:
     """Everything that determines a result; equal configs give identical numbers."""
 
     features: str = "both"
-    backbone: str = "resnet18"
+    encoder: str = "resnet18"
     weights: str = "imagenet"
     pooling: str = "mean"
     classifier: str = "mlp"
@@ -50,7 +50,7 @@ class ExperimentConfig:
     crop: int | None = None
 
     def __post_init__(self):
-        choices = {"features": FEATURE_SETS, "backbone": tuple(BACKBONES), "weights": WEIGHTS,
+        choices = {"features": FEATURE_SETS, "encoder": tuple(ENCODERS), "weights": WEIGHTS,
                    "pooling": tuple(POOLINGS), "classifier": CLASSIFIERS,
                    "imbalance": IMBALANCE, "precision": PRECISIONS}
         for name, allowed in choices.items():
@@ -68,6 +68,10 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "ExperimentConfig":
+        """Inverse of :meth:`to_dict`; ``backbone`` (the field's name before 2026-11) is
+        read as ``encoder``."""
+        if "backbone" in values and "encoder" not in values:
+            values = {("encoder" if k == "backbone" else k): v for k, v in values.items()}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:
@@ -79,13 +83,15 @@ class ExperimentConfig:
 
     def label(self) -> str:
         """A short human name, e.g. ``MLP, clinical + resnet18/mean``."""
-        images = f"{self.backbone}/{self.pooling}" + ("" if self.weights == "imagenet" else f" ({self.weights})")
+        images = f"{self.encoder}/{self.pooling}"
+        if uses_torchvision_options(self.encoder) and self.weights != "imagenet":
+            images += f" ({self.weights})"
         parts = {"clinical": "clinical", "images": images, "both": f"clinical + {images}"}
         return f"{CLASSIFIER_NAMES[self.classifier]}, {parts[self.features]}"
 
 
 def make_extractor(config: ExperimentConfig, cache_dir: Path | None) -> FeatureExtractor:
-    return FeatureExtractor(config.backbone, config.weights, precision=config.precision,
+    return FeatureExtractor(config.encoder, config.weights, precision=config.precision,
                             preprocessing=Preprocessing(crop=config.crop), cache_dir=cache_dir)
 
 
@@ -111,6 +117,13 @@ def instance_bags(patients: Sequence[Patient], config: ExperimentConfig, cache_d
     return make_extractor(config, cache_dir).bags(patients, on_extract)
 
 
+def encoder_record(config: ExperimentConfig) -> dict | None:
+    """What produced the instance features: the encoder's name, code version and resolved
+    parameters (device type, precision, weights, seed, library versions); None when the
+    config uses no images. Stored in every run record and model."""
+    return make_extractor(config, None).describe() if config.uses_images else None
+
+
 def cohort_summary(cohort: Cohort) -> dict:
     return {"name": cohort.name, "root": str(cohort.root), "synthetic": cohort.synthetic,
             "n_labelled": len(cohort.labelled())}
@@ -134,6 +147,7 @@ def run_experiment(cohort: Cohort, config: ExperimentConfig, cache_dir: Path | N
         "cohort": cohort_summary(cohort), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "folds": result.folds, "summary": result.summary(),
         "oof": result.oof.to_dict(orient="list"), "versions": versions(),
+        "encoder": encoder_record(config),
     }
 
 

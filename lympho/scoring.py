@@ -31,7 +31,7 @@ from lympho.evaluation import cross_validate
 from lympho.evaluation import operating_point as _operating_point
 from lympho.evaluation import threshold_for_sensitivity as _threshold_for_sensitivity
 from lympho.experiment import (ExperimentConfig, StageProgress, cohort_summary, design_matrix,
-                               instance_bags, versions, write_json_atomic)
+                               encoder_record, instance_bags, versions, write_json_atomic)
 from lympho.models.classifiers import make_pipeline
 
 MODEL_FORMAT = 1
@@ -107,7 +107,8 @@ def train_model(cohort, config: ExperimentConfig = RECOMMENDED, cache_dir: Path 
     pipeline = make_pipeline(config.classifier, config.imbalance, config.seed).fit(X, y)
     meta = {"format": MODEL_FORMAT, "config": config.to_dict(), "label": config.label(),
             "cohort": cohort_summary(cohort), "n_features": len(names),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": versions()}
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": versions(),
+            "encoder": encoder_record(config)}
     try:
         result = cross_validate(make_pipeline(config.classifier, config.imbalance, config.seed), X, y,
                                 [p.id for p in patients], folds=config.folds, repeats=1, seed=config.seed)
