@@ -23,7 +23,7 @@ from lympho.encoders import ENCODERS, PRECISIONS, WEIGHTS, uses_torchvision_opti
 from lympho.evaluation import METRICS, cross_validate
 from lympho.features import FeatureExtractor, Preprocessing
 from lympho.models.classifiers import CLASSIFIERS, IMBALANCE, make_pipeline
-from lympho.pooling import POOLINGS, pool_bags
+from lympho.pooling import POOLINGS, pool_bags, pooled_names
 
 FEATURE_SETS = ("clinical", "images", "both")
 CLASSIFIER_NAMES = {"svm": "SVM", "mlp": "MLP", "xgboost": "XGBoost", "logreg": "LogReg"}
@@ -105,7 +105,7 @@ def design_matrix(patients: Sequence[Patient], config: ExperimentConfig,
     if config.uses_images:
         pooled = pool_bags(bags, config.pooling)
         blocks.append(pooled)
-        names += [f"{config.pooling}_{i}" for i in range(pooled.shape[1])]
+        names += pooled_names(make_extractor(config, None).encoder.feature_names, config.pooling)
     return np.hstack(blocks), names
 
 
