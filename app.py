@@ -1,11 +1,16 @@
-"""lympho dashboard: entry point, navigation, and the cohort picker in the sidebar."""
+"""lympho dashboard: entry point, navigation, the cohort picker and the job indicator in the sidebar."""
 
+import importlib
 import os
+import threading
 from pathlib import Path
 
 import streamlit as st
 
 from lympho.data import CohortError, default_cache_dir, remember_data_dir, remembered_data_dirs, resolve_cohort
+from lympho.jobs import Job
+from lympho.synthetic import demo_cohort_dir, demo_cohort_ready
+from app_pages.shell import job_indicator, keep_remembered_state
 
 st.set_page_config(page_title="lympho", page_icon="🔬", layout="wide")
 DEMO = "Synthetic demo cohort"
@@ -17,23 +22,57 @@ def load(data: str, cache: str):
     return resolve_cohort(data or None, Path(cache))
 
 
+@st.cache_resource(show_spinner=False)
+def demo_build(cache: str) -> Job:
+    """The demo cohort's one-off generation, in the background and shared by every session."""
+    return Job("Generating the synthetic demo cohort",
+               lambda progress: demo_cohort_dir(Path(cache), lambda done, total: progress("demo", done, total)))
+
+
+@st.cache_resource(show_spinner=False)
+def warm_imports() -> threading.Thread:
+    """Import the heavy libraries (torch, scikit-learn, XGBoost) in the background once per
+    server, so the overview opens at once and the other pages are ready when first opened."""
+    thread = threading.Thread(target=importlib.import_module, args=("lympho.scoring",), daemon=True)
+    thread.start()
+    return thread
+
+
+@st.fragment(run_every=0.5)
+def demo_progress(cache: Path) -> None:
+    job = demo_build(str(cache))
+    if job.running:
+        st.progress(job.fraction, text=job.describe())
+    else:
+        st.rerun()
+
+
 def pick_cohort(cache: Path) -> None:
     """Sidebar: the demo, LYMPHO_DATA, a remembered directory, or one typed in."""
     known = list(dict.fromkeys(filter(None, [os.environ.get("LYMPHO_DATA"), *remembered_data_dirs(cache)])))
     choice = st.selectbox("Cohort", [*known, DEMO, "Another directory…"], key="cohort_choice")
     data = "" if choice == DEMO else choice
+    st.session_state["cohort"] = None
     if choice == "Another directory…":
         data = st.text_input("Data directory (challenge layout)", key="data_dir",
                              placeholder="/path/to/lymphocytosis").strip()
         if not data:
-            st.session_state["cohort"] = None
             return
+    if not data and not os.environ.get("LYMPHO_DATA") and not demo_cohort_ready(cache):
+        job = demo_build(str(cache))
+        if job.error:
+            st.error(f"Could not generate the demo cohort: {job.error}")
+            demo_build.clear()
+        else:
+            st.session_state["cohort_pending"] = "The synthetic demo cohort is being generated (once, a few seconds)."
+            demo_progress(cache)
+        return
     try:
         cohort = load(data, str(cache))
     except CohortError as err:
         st.error(f"Cannot load this cohort. {err}")
-        st.session_state["cohort"] = None
         return
+    st.session_state.pop("cohort_pending", None)
     if not cohort.synthetic and data not in known:
         remember_data_dir(cache, cohort.root)
     st.session_state["cohort"] = cohort
@@ -45,18 +84,22 @@ def pick_cohort(cache: Path) -> None:
         st.caption(f"⚠️ {warning}")
 
 
+warm_imports()
+keep_remembered_state()
 with st.sidebar:
     st.title("lympho")
     st.caption("Reactive or malignant lymphocytosis, from blood-smear images and clinical data.")
     cache = default_cache_dir()
     st.session_state["cache_dir"] = str(cache)
     pick_cohort(cache)
+    job_indicator()
     st.caption(f"Cache: `{cache}`")
 
-st.navigation([
-    st.Page("app_pages/data.py", title="Data", icon=":material/table:", default=True),
-    st.Page("app_pages/experiment.py", title="Experiment", icon=":material/science:"),
-    st.Page("app_pages/ablation.py", title="Ablation", icon=":material/view_comfy:"),
-    st.Page("app_pages/score.py", title="Score a patient", icon=":material/person_search:"),
-    st.Page("app_pages/runs.py", title="Runs", icon=":material/history:"),
-]).run()
+st.navigation({
+    "": [st.Page("app_pages/overview.py", title="Overview", icon=":material/home:", default=True)],
+    "Explore": [st.Page("app_pages/data.py", title="Data", icon=":material/table:"),
+                st.Page("app_pages/experiment.py", title="Experiment", icon=":material/science:")],
+    "Score": [st.Page("app_pages/score.py", title="Score a patient", icon=":material/person_search:")],
+    "Present": [st.Page("app_pages/ablation.py", title="Ablation", icon=":material/view_comfy:"),
+                st.Page("app_pages/runs.py", title="Runs", icon=":material/history:")],
+}).run()

@@ -1,42 +1,45 @@
-"""Ablation: a grid of feature sets x classifiers x imbalance handling, the report's Table 2 layout."""
+"""Ablation: a grid of feature sets x classifiers x imbalance handling, as a paper table beside
+the report's published Table 2 rows."""
 
 import dataclasses
 import itertools
 
 import streamlit as st
 
-from lympho import figures
+from lympho import figures, reference, reports
 from lympho.experiment import (CLASSIFIER_NAMES, FEATURE_SETS, TABLE2_ROWS, ExperimentConfig, ablation_table,
                                run_ablation, table2_layout)
 from lympho.models.classifiers import CLASSIFIERS, IMBALANCE
-from app_pages.common import (FEATURE_NAMES, cache_dir, current_cohort, finished_job, image_options, job_busy,
-                              run_store, start_job, synthetic_banner)
+from app_pages.common import finished_job, image_options, run_store, synthetic_banner
+from app_pages.shell import cache_dir, current_cohort, job_busy, remember, start_job
 
 SLOT = "ablation"
 
 cohort = current_cohort()
 st.header("Ablation")
 synthetic_banner()
-grid_choice = st.radio("Grid", ("The report's Table 2 (five rows)", "Custom grid"), horizontal=True, key="grid")
+grid_choice = st.radio("Grid", ("The report's Table 2 (five rows)", "Custom grid"), horizontal=True,
+                       key=remember("abl_grid", "The report's Table 2 (five rows)"))
 busy = job_busy(SLOT)
-with st.form("ablation_form"):
-    if grid_choice.startswith("Custom"):
-        left, middle, right = st.columns(3)
-        features = left.multiselect("Feature sets", FEATURE_SETS, ["clinical", "both"], format_func=FEATURE_NAMES.get)
-        classifiers = middle.multiselect("Classifiers", CLASSIFIERS, ["svm", "mlp"], format_func=CLASSIFIER_NAMES.get)
-        imbalances = right.multiselect("Imbalance handling", IMBALANCE, ["weights"])
-    else:
-        features = classifiers = imbalances = None
-        st.caption("SVM on clinical, clinical + images and images; MLP on clinical + images and images; "
-                   "class-weighted, as in the report.")
-    base = ExperimentConfig(pooling="mean", imbalance="weights")
-    images = image_options("abl", base)
-    left, right = st.columns(2)
-    folds = left.number_input("Folds", 2, 10, 3, key="abl_folds")
-    repeats = right.number_input("Repeats", 1, 20, 1, key="abl_repeats")
-    submitted = st.form_submit_button("Run ablation", type="primary", disabled=busy)
+if grid_choice.startswith("Custom"):
+    left, middle, right = st.columns(3)
+    features = left.multiselect("Feature sets", FEATURE_SETS, format_func=figures.FEATURE_LABELS.get,
+                                key=remember("abl_features", ["clinical", "both"]))
+    classifiers = middle.multiselect("Classifiers", CLASSIFIERS, format_func=CLASSIFIER_NAMES.get,
+                                     key=remember("abl_classifiers", ["svm", "mlp"]))
+    imbalances = right.multiselect("Imbalance handling", IMBALANCE, format_func=figures.IMBALANCE_LABELS.get,
+                                   key=remember("abl_imbalances", ["weights"]))
+else:
+    features = classifiers = imbalances = None
+    st.caption("SVM on clinical, clinical + images and images; MLP on clinical + images and images; "
+               "class weights, as in the report.")
+base = ExperimentConfig(pooling="mean", imbalance="weights")
+images = image_options("abl", base)
+left, right = st.columns(2)
+folds = left.number_input("Folds", 2, 10, key=remember("abl_folds", 3))
+repeats = right.number_input("Repeats", 1, 20, key=remember("abl_repeats", 1))
 
-if submitted and not busy:
+if st.button("Run ablation", type="primary", disabled=busy):
     if features is None:
         rows, imbalances = TABLE2_ROWS, ["weights"]
     else:
@@ -56,14 +59,22 @@ if submitted and not busy:
             return runs
 
         start_job(SLOT, f"Ablation of {len(rows) * len(imbalances)} configurations", work)
+        st.rerun()
 
 job = finished_job(SLOT, "The ablation failed")
 if job is not None:
     table = ablation_table(job.result)
     st.success(f"{len(job.result)} configurations, stored as runs ({job.finished - job.started:.1f} s).")
-    st.subheader("Table 2 layout: each metric per fold")
-    wide = table2_layout(table)
-    wide.columns = [f"{figures.metric_label(metric)} · {split}" for metric, split in wide.columns]
-    st.dataframe(wide.reset_index(), hide_index=True, width="stretch")
+    st.subheader("Mean ± sd over folds, beside the report's Table 2")
+    paper = reference.paper_table(table).rename(columns=figures.metric_label)
+    st.dataframe(paper, hide_index=True, width="stretch")
+    st.caption("★ the best mean of each metric among our rows. Ours: mean ± sd (ddof = 1) over the folds of "
+               f"{'the synthetic demo cohort' if cohort.synthetic else cohort.name}. The report's rows: mean ± sd "
+               "of its three folds (one 3-fold split of 163 patients, ImageNet ResNet features); other "
+               "patients and splits, so compare magnitudes, not decimals.")
     st.plotly_chart(figures.ablation_bars(table), key="ablation_chart")
-    st.download_button("Download ablation.csv", table.to_csv(index=False), "ablation.csv", "text/csv")
+    if st.toggle("Show every fold (the report's layout)", key=remember("abl_per_fold", False)):
+        wide = table2_layout(table)
+        wide.columns = [f"{figures.metric_label(metric)} · {split}" for metric, split in wide.columns]
+        st.dataframe(wide.reset_index().round(3), hide_index=True, width="stretch")
+    st.download_button("Download ablation.csv", reports.csv_text(table), "ablation.csv", "text/csv")

@@ -1,4 +1,5 @@
-"""Streamlit pieces shared by the pages: the loaded cohort, config widgets, jobs, run views.
+"""Streamlit pieces shared by the pages: config widgets, job results, run views (the light
+pieces, cohort, remembered state and jobs, are in :mod:`app_pages.shell`).
 
 Only presentation lives here; every computation is a ``lympho`` function that the CLI
 calls too.
@@ -13,29 +14,15 @@ import pandas as pd
 import streamlit as st
 
 from lympho import figures
-from lympho.data import default_cache_dir
 from lympho.encoders import ENCODERS, WEIGHTS, uses_torchvision_options
 from lympho.encoders.torchvision import hub_checkpoint_path
 from lympho.evaluation import METRICS, operating_point, threshold_for_sensitivity
-from lympho.experiment import CLASSIFIER_NAMES, FEATURE_SETS, ExperimentConfig, RunStore
+from lympho.experiment import CLASSIFIER_NAMES, FEATURE_SETS, ExperimentConfig
 from lympho.jobs import Job
 from lympho.models.classifiers import CLASSIFIERS, IMBALANCE
 from lympho.pooling import POOLINGS
-
-FEATURE_NAMES = {"clinical": "Clinical only", "images": "Images only", "both": "Clinical + images"}
-
-
-def current_cohort():
-    """The cohort picked in the sidebar; stops the page with a hint when there is none."""
-    cohort = st.session_state.get("cohort")
-    if cohort is None:
-        st.info("Choose a data directory in the sidebar, or leave it empty for the demo cohort.")
-        st.stop()
-    return cohort
-
-
-def cache_dir() -> Path:
-    return Path(st.session_state.get("cache_dir") or default_cache_dir())
+from lympho.runstore import RunStore, display_name
+from app_pages.shell import cache_dir, current_job, remember
 
 
 def run_store() -> RunStore:
@@ -52,47 +39,45 @@ def weights_available(backbone: str) -> bool:
 
 
 def image_options(key: str, base: ExperimentConfig, disabled: bool = False) -> dict:
-    """Encoder, weights and pooling widgets; ImageNet is preselected only when it is cached."""
+    """Encoder, weights and pooling widgets (remembered across pages); ImageNet is
+    preselected only when its weights are cached."""
     left, middle, right = st.columns(3)
-    backbone = left.selectbox("Image encoder", tuple(ENCODERS), index=tuple(ENCODERS).index(base.encoder),
-                              key=f"{key}_backbone", disabled=disabled)
+    backbone = left.selectbox("Image encoder", tuple(ENCODERS), key=remember(f"{key}_backbone", base.encoder),
+                              disabled=disabled)
     cached = weights_available(backbone)
-    weights = middle.selectbox("Weights", WEIGHTS, index=0 if cached else 1, key=f"{key}_weights",
+    weights = middle.selectbox("Weights", WEIGHTS, key=remember(f"{key}_weights", "imagenet" if cached else "none"),
                                disabled=disabled,
                                help=None if cached else f"ImageNet weights are not in the torch hub cache "
                                                         f"({hub_checkpoint_path(backbone)}); offline, use none.")
-    pooling = right.selectbox("Pooling", tuple(POOLINGS), index=tuple(POOLINGS).index(base.pooling),
-                              key=f"{key}_pooling", disabled=disabled)
+    pooling = right.selectbox("Pooling", tuple(POOLINGS), key=remember(f"{key}_pooling", base.pooling),
+                              disabled=disabled)
     return {"encoder": backbone, "weights": weights, "pooling": pooling}
 
 
-def config_form(key: str, base: ExperimentConfig) -> ExperimentConfig:
-    """Every field of an experiment, defaulting to ``base``."""
+def load_config_state(key: str, config: ExperimentConfig) -> None:
+    """Put ``config`` into the form's widgets (before they are drawn), e.g. the running job's."""
+    for field in ("features", "classifier", "imbalance", "backbone", "weights", "pooling", "folds", "repeats",
+                  "seed"):
+        st.session_state[remember(f"{key}_{field}", getattr(config, field))] = getattr(config, field)
+
+
+def config_form(key: str, base: ExperimentConfig, disabled: bool = False) -> ExperimentConfig:
+    """Every field of an experiment, defaulting to ``base`` and remembered across pages. Not in
+    an ``st.form``: choosing "Clinical + images" enables the image options at once."""
     left, middle, right = st.columns(3)
-    features = left.selectbox("Features", FEATURE_SETS, index=FEATURE_SETS.index(base.features),
-                              format_func=FEATURE_NAMES.get, key=f"{key}_features")
-    classifier = middle.selectbox("Classifier", CLASSIFIERS, index=CLASSIFIERS.index(base.classifier),
-                                  format_func=CLASSIFIER_NAMES.get, key=f"{key}_classifier")
-    imbalance = right.selectbox("Imbalance handling", IMBALANCE, index=IMBALANCE.index(base.imbalance),
-                                key=f"{key}_imbalance",
-                                format_func={"none": "None", "weights": "Class weights", "smote": "SMOTE"}.get)
-    images = image_options(key, base, disabled=features == "clinical")
+    features = left.selectbox("Features", FEATURE_SETS, format_func=figures.FEATURE_LABELS.get,
+                              key=remember(f"{key}_features", base.features), disabled=disabled)
+    classifier = middle.selectbox("Classifier", CLASSIFIERS, format_func=CLASSIFIER_NAMES.get,
+                                  key=remember(f"{key}_classifier", base.classifier), disabled=disabled)
+    imbalance = right.selectbox("Imbalance handling", IMBALANCE, format_func=figures.IMBALANCE_LABELS.get,
+                                key=remember(f"{key}_imbalance", base.imbalance), disabled=disabled)
+    images = image_options(key, base, disabled=disabled or features == "clinical")
     left, middle, right = st.columns(3)
-    folds = left.number_input("Folds", 2, 10, base.folds, key=f"{key}_folds")
-    repeats = middle.number_input("Repeats", 1, 50, base.repeats, key=f"{key}_repeats")
-    seed = right.number_input("Seed", 0, 2**31 - 1, base.seed, key=f"{key}_seed")
+    folds = left.number_input("Folds", 2, 10, key=remember(f"{key}_folds", base.folds), disabled=disabled)
+    repeats = middle.number_input("Repeats", 1, 50, key=remember(f"{key}_repeats", base.repeats), disabled=disabled)
+    seed = right.number_input("Seed", 0, 2**31 - 1, key=remember(f"{key}_seed", base.seed), disabled=disabled)
     return dataclasses.replace(base, features=features, classifier=classifier, imbalance=imbalance,
                                folds=int(folds), repeats=int(repeats), seed=int(seed), **images)
-
-
-def start_job(slot: str, name: str, work) -> Job:
-    jobs = st.session_state.setdefault("jobs", {})
-    jobs[slot] = Job(name, work)
-    return jobs[slot]
-
-
-def current_job(slot: str) -> Job | None:
-    return st.session_state.get("jobs", {}).get(slot)
 
 
 @st.fragment(run_every=0.5)
@@ -121,11 +106,6 @@ def finished_job(slot: str, failure: str) -> Job | None:
     return job
 
 
-def job_busy(slot: str) -> bool:
-    job = current_job(slot)
-    return job is not None and job.running
-
-
 def metrics_table(run: dict) -> pd.DataFrame:
     rows = [{"repeat": f["repeat"], "fold": f["fold"], **{figures.metric_label(m): f"{f[m]:.3f}" for m in METRICS},
              "confusion [[tn, fp], [fn, tp]]": str(f["confusion_matrix"])} for f in run["folds"]]
@@ -136,12 +116,22 @@ def metrics_table(run: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).astype(str)
 
 
+def computed_on(run: dict) -> str:
+    """What a run's figures were computed on, e.g. ``20 x 3-fold CV on lymphocytosis (110 labelled
+    patients), mean ± sd over 60 folds``."""
+    config, cohort = run["config"], run["cohort"]
+    where = "the synthetic demo cohort" if cohort["synthetic"] else cohort["name"]
+    return (f"{config['repeats']} x {config['folds']}-fold CV on {where} ({cohort['n_labelled']} labelled "
+            f"patients), mean ± sd over {run['summary']['n_folds']} folds")
+
+
 def show_run(run: dict, key: str) -> None:
     """A run's results: fold table, metric chart, confusion matrices, ROC and operating point."""
-    st.subheader(run["label"])
-    cohort = run["cohort"]
-    st.caption(f"{'Synthetic demo cohort' if cohort['synthetic'] else cohort['name']}, "
-               f"{cohort['n_labelled']} labelled patients; run `{run.get('id', run['key'])}`, {run['created']}")
+    dot, title = st.columns([1, 40], vertical_alignment="center")
+    dot.markdown(f"<span style='color:{figures.config_color(run['config'])};font-size:2rem'>●</span>",
+                 unsafe_allow_html=True)  # the configuration's colour, as in every chart
+    title.subheader(figures.config_name(display_name(run), run["config"]), anchor=False)
+    st.caption(f"{computed_on(run)}; run `{run.get('id', run['key'])}`, {run['created']}")
     summary = run["summary"]
     columns = st.columns(5)
     for column, metric in zip(columns, ("balanced_accuracy", "recall", "specificity", "f1", "roc_auc")):

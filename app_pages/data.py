@@ -3,8 +3,9 @@
 import streamlit as st
 
 from lympho import figures
-from lympho.data import LABEL_NAMES, overview, read_image
-from app_pages.common import current_cohort, synthetic_banner
+from lympho.data import LABEL_NAMES, REFERENCE_DATE, overview, read_image
+from app_pages.common import synthetic_banner
+from app_pages.shell import current_cohort, remember
 
 GALLERY_LIMIT = 60
 
@@ -18,7 +19,8 @@ columns[1].metric("Malignant / reactive", f"{(frame.label == 1).sum()} / {(frame
 columns[2].metric("Unlabelled (test)", int((frame.label == -1).sum()))
 columns[3].metric("Images", int(frame.n_images.sum()),
                   f"{frame.n_images.min()}–{frame.n_images.max()} per patient", delta_color="off", delta_arrow="off")
-st.dataframe(overview(cohort).round(1), hide_index=True)
+summary = overview(cohort).round(1)
+st.dataframe(summary.rename(columns=figures.column_label), hide_index=True)
 
 st.subheader("Clinical attributes by label")
 left, right = st.columns(2)
@@ -27,11 +29,13 @@ right.plotly_chart(figures.age_vs_count(frame), key="age_count")
 st.plotly_chart(figures.images_per_patient(frame), key="images")
 
 st.subheader("Patients")
-patient_id = st.selectbox("Patient", frame.id, key="patient")
+if st.session_state.get("data_patient") not in set(frame.id):  # another cohort was picked
+    st.session_state.pop("data_patient", None)
+patient_id = st.selectbox("Patient", frame.id, key=remember("data_patient", frame.id.iloc[0]))
 patient = next(p for p in cohort.patients if p.id == patient_id)
 label = LABEL_NAMES[patient.label]
 st.markdown(f"**{patient.id}** ({patient.split}set): **{label}**, gender {patient.gender}, "
-            f"age {patient.age:.0f} years (born {patient.dob or 'unknown'}), "
+            f"age {patient.age:.0f} years at {REFERENCE_DATE} (born {patient.dob or 'unknown'}), "
             f"lymphocyte count {patient.lymph_count:g} x10⁹/L, {len(patient.images)} images")
 shown = patient.images[:GALLERY_LIMIT]
 if len(patient.images) > GALLERY_LIMIT:

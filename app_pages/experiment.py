@@ -4,8 +4,8 @@ import streamlit as st
 
 from lympho.experiment import run_experiment
 from lympho.scoring import RECOMMENDED
-from app_pages.common import (cache_dir, config_form, current_cohort, finished_job, job_busy, run_store, show_run,
-                              start_job, synthetic_banner)
+from app_pages.common import config_form, finished_job, load_config_state, run_store, show_run, synthetic_banner
+from app_pages.shell import cache_dir, current_cohort, current_job, job_busy, start_job
 
 SLOT = "experiment"
 
@@ -16,11 +16,10 @@ st.caption("Patient-level stratified k-fold cross-validation; scaling and SMOTE 
            "training folds only. Defaults: the recommended configuration.")
 
 busy = job_busy(SLOT)
-with st.form("experiment_form"):
-    config = config_form("exp", RECOMMENDED)
-    submitted = st.form_submit_button("Run experiment", type="primary", disabled=busy)
-
-if submitted and not busy:
+if busy:  # coming back mid-run: the form shows the running job's configuration
+    load_config_state("exp", current_job(SLOT).context)
+config = config_form("exp", RECOMMENDED, disabled=busy)
+if st.button("Run experiment", type="primary", disabled=busy):
     store, cache = run_store(), cache_dir()
 
     def work(progress):
@@ -28,11 +27,15 @@ if submitted and not busy:
         run["id"] = store.save(run)
         return run
 
-    start_job(SLOT, config.label(), work)
+    start_job(SLOT, config.label(), work, context=config)
+    st.rerun()
 
-if job_busy(SLOT):
-    st.info("Running: you can keep using the app; the run continues and is stored when it ends.")
+if busy:
+    st.info(f"Running **{current_job(SLOT).context.label()}**: you can keep using the app (the sidebar shows "
+            "its progress); the run is stored when it ends.")
 job = finished_job(SLOT, "The experiment failed")
 if job is not None:
     st.success(f"Stored as run `{job.result['id']}` ({job.finished - job.started:.1f} s).")
+    if job.context != config:
+        st.caption("This result is of the run above, not of the configuration now in the form.")
     show_run(job.result, "exp_result")

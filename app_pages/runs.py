@@ -1,4 +1,9 @@
-"""Runs: every stored run; compare, export for a team, and write a challenge submission."""
+"""Runs: the tracker. Every stored run, metrics first; compare, tag, annotate, rename, delete,
+link to a run or a comparison, export for a team, and write a challenge submission.
+
+Deep links: ``/runs?run=ID`` opens a run, ``/runs?compare=ID1,ID2`` a comparison. The CLI
+does the same through ``python -m lympho runs ...``.
+"""
 
 import json
 
@@ -6,36 +11,82 @@ import streamlit as st
 
 from lympho import figures, reports
 from lympho.experiment import ExperimentConfig
+from lympho.runstore import display_name, tracker_table
 from lympho.scoring import train_model
-from app_pages.common import cache_dir, finished_job, job_busy, run_store, show_run, start_job
+from app_pages.common import finished_job, run_store, show_run
+from app_pages.shell import cache_dir, job_busy, remember, start_job
 
 SLOT = "submission"
 
 st.header("Runs")
-runs = run_store().runs()
+store = run_store()
+runs = store.runs()[::-1]  # newest first
 if not runs:
     st.info("No stored runs yet: run an experiment or an ablation first.")
     st.stop()
-runs = runs[::-1]  # newest first
-table = reports.runs_table(runs)
-shown = ["id", "label", "imbalance", "cohort", "synthetic", "balanced_accuracy_mean", "balanced_accuracy_std",
-         "recall_mean", "specificity_mean", "roc_auc_mean", "folds", "repeats", "seed"]
-st.caption("Select rows to compare them, export them, or open one.")
-picked = st.dataframe(table[[c for c in shown if c in table.columns]], hide_index=True, width="stretch",
-                      on_select="rerun", selection_mode="multi-row", key="runs_table")
-selected = [runs[i] for i in picked.selection.rows] or runs[:1]
+by_id = {run["id"]: run for run in runs}
+
+left, right = st.columns([3, 1])
+all_tags = sorted({tag for run in runs for tag in run.get("tags", [])})
+wanted_tags = left.multiselect("Only runs tagged", all_tags, key=remember("runs_tags", []))
+all_fields = right.toggle("Every parameter", key=remember("runs_all_fields", False),
+                          help="Off: only the parameters that differ between the runs listed.")
+listed = [r for r in runs if set(wanted_tags) <= set(r.get("tags", []))]
+table = tracker_table(listed, all_fields=all_fields)
+metric_columns = {m: st.column_config.NumberColumn(figures.metric_label(m), format="%.3f")
+                  for m in ("balanced_accuracy", "f1", "recall", "specificity", "precision", "roc_auc")}
+metric_columns["balanced_accuracy_std"] = st.column_config.NumberColumn("BA sd over folds", format="%.3f")
+st.caption("Click a column header to sort; select rows to compare them. Metrics: mean over each run's folds.")
+picked = st.dataframe(table, hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row",
+                      key="runs_table", column_config=metric_columns, height=min(420, 38 + 35 * len(table)))
+
+linked = [i for i in st.query_params.get("compare", "").split(",") if i in by_id]
+selected_ids = [listed[i]["id"] for i in picked.selection.rows] or linked or [listed[0]["id"] if listed else
+                                                                                runs[0]["id"]]
+if picked.selection.rows:
+    st.query_params["compare"] = ",".join(selected_ids)
+selected = [by_id[i] for i in selected_ids]
 
 st.subheader(f"Comparison of {len(selected)} run{'s' * (len(selected) > 1)}")
-st.plotly_chart(figures.compare_runs(selected), key="compare")
-st.dataframe(reports.runs_table(selected).set_index("id").T.astype(str), width="stretch")
+st.markdown(f"[Link to this comparison](/runs?compare={','.join(selected_ids)})")
+left, right = st.columns(2)
+left.plotly_chart(figures.compare_runs(selected), key="compare")
+right.plotly_chart(figures.roc_overlay(selected), key="compare_roc")
+st.dataframe(tracker_table(selected).set_index("id").T.astype(str), width="stretch")
 left, middle, right = st.columns(3)
-left.download_button("Export CSV", reports.runs_table(selected).to_csv(index=False), "lympho-runs.csv", "text/csv")
+left.download_button("Export CSV", reports.csv_text(reports.runs_table(selected)), "lympho-runs.csv", "text/csv")
 middle.download_button("Export JSON", json.dumps(selected, indent=1), "lympho-runs.json", "application/json")
 right.download_button("Export HTML report", reports.runs_report_html(selected), "lympho-report.html", "text/html",
                       help="One self-contained file with the figures, for presenting to a team.")
 
 st.subheader("Run details")
-run = st.selectbox("Run", selected, format_func=lambda r: f"{r['id']}: {r['label']}", key="detail")
+wanted = st.query_params.get("run")
+choices = selected if wanted not in by_id or wanted in selected_ids else [by_id[wanted], *selected]
+run = st.selectbox("Run", choices, format_func=lambda r: f"{r['id']}: {display_name(r)}",
+                   index=next((i for i, r in enumerate(choices) if r["id"] == wanted), 0), key="detail")
+st.query_params["run"] = run["id"]
+st.markdown(f"[Link to this run](/runs?run={run['id']})" + (f" · tags: {', '.join(run['tags'])}"
+                                                           if run.get("tags") else "")
+            + (f"  \n*{run['note']}*" if run.get("note") else ""))
+with st.expander("Rename, tag, annotate or delete this run"):
+    with st.form(f"edit_{run['id']}"):
+        name = st.text_input("Name", run.get("name") or "", placeholder=run["label"])
+        tags = st.text_input("Tags (space-separated)", " ".join(run.get("tags", [])))
+        note = st.text_area("Note", run.get("note", ""))
+        if st.form_submit_button("Save"):
+            try:
+                store.rename(run["id"], name)
+                store.tag(run["id"], add=tags.split(), remove=[t for t in run.get("tags", []) if t not in tags.split()])
+                store.note(run["id"], note)
+            except ValueError as err:
+                st.error(str(err))
+            else:
+                st.rerun()
+    if st.checkbox("Delete this run", key=f"confirm_{run['id']}"):
+        if st.button(f"Delete {run['id']} for good", type="primary"):
+            store.delete(run["id"])
+            st.query_params.clear()
+            st.rerun()
 show_run(run, f"detail_{run['id']}")
 
 st.subheader("Test-set predictions")

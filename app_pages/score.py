@@ -9,11 +9,11 @@ from lympho import reports
 from lympho.data import REFERENCE_DATE, CohortError
 from lympho.scoring import (RECOMMENDED, ModelError, instance_scores, load_model, make_patient, model_catalog,
                             save_model, score_patient, train_model)
-from lympho.uploads import save_uploads
-from app_pages.common import cache_dir, finished_job, job_busy, start_job
+from lympho.uploads import UPLOAD_SUFFIXES, save_uploads
+from app_pages.common import finished_job
+from app_pages.shell import cache_dir, job_busy, start_job
 
 SLOT = "train_recommended"
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "bmp", "tif", "tiff", "zip"]
 
 st.header("Score a patient")
 models_dir = cache_dir() / "models"
@@ -59,7 +59,7 @@ except ModelError as err:
 # --- the patient -------------------------------------------------------------------------
 born = st.radio("Give the patient's", ("Date of birth", "Age"), horizontal=True, key="born")
 with st.form("patient"):
-    uploads = st.file_uploader("The patient's lymphocyte images (several files, or one zip)", type=UPLOAD_TYPES,
+    uploads = st.file_uploader("The patient's lymphocyte images (several files, or one zip)", type=UPLOAD_SUFFIXES,
                                accept_multiple_files=True, key="uploads")
     left, middle, right = st.columns(3)
     gender = left.radio("Gender", ("F", "M"), horizontal=True, key="gender")

@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lympho.data import load_cohort, resolve_cohort  # noqa: E402
-from lympho.experiment import ExperimentConfig, RunStore, run_experiment  # noqa: E402
+from lympho.experiment import ExperimentConfig, run_experiment
+from lympho.runstore import RunStore  # noqa: E402
 from lympho.scoring import save_model, train_model  # noqa: E402
 
 PAGES = ("data", "experiment", "ablation", "score", "runs")

@@ -22,10 +22,11 @@ from lympho.data import (REFERENCE_DATE, SPLITS, CohortError, default_cache_dir,
                          resolve_cohort, write_text_atomic)
 from lympho.encoders import ENCODERS, PRECISIONS, WEIGHTS, WeightsUnavailable
 from lympho.evaluation import METRICS
-from lympho.experiment import (FEATURE_SETS, TABLE2_ROWS, ExperimentConfig, RunStore, ablation_table,
+from lympho.experiment import (FEATURE_SETS, TABLE2_ROWS, ExperimentConfig, ablation_table,
                                make_extractor, run_ablation, run_experiment, table2_layout, write_json_atomic)
 from lympho.models import CLASSIFIERS, IMBALANCE
 from lympho.pooling import POOLINGS
+from lympho.runstore import RunStore, display_name, tracker_table
 from lympho.scoring import (RECOMMENDED, ModelError, instance_scores, load_model, make_patient, save_model,
                             score_patient, train_model)
 from lympho.uploads import save_uploads
@@ -154,7 +155,7 @@ def cmd_ablation(args) -> None:
         store.save(run)
     args.out.mkdir(parents=True, exist_ok=True)
     table.insert(0, "synthetic", cohort.synthetic)
-    table.to_csv(args.out / "ablation.csv", index=False)
+    write_text_atomic(args.out / "ablation.csv", reports.csv_text(table))
     print(table2_layout(table).to_string(float_format="%.2f"))
     print(f"wrote {args.out / 'ablation.csv'}")
 
@@ -191,7 +192,7 @@ def cmd_predict(args) -> None:
     cohort = load(args)
     predictions = model.predict(cohort.select(args.split), cache_dir_of(args), ProgressBars())
     write_text_atomic(args.out, reports.submission_csv(predictions) if args.kaggle
-                      else predictions.to_csv(index=False))
+                      else reports.csv_text(predictions))
     print(f"wrote {len(predictions)} predictions ({args.split}) -> {args.out}")
 
 
@@ -222,19 +223,50 @@ def cmd_score(args) -> None:
         print(f"wrote the one-page report -> {args.report}")
 
 
+def run_store_of(args) -> RunStore:
+    return RunStore(cache_dir_of(args) / "runs")
+
+
 def cmd_runs_list(args) -> None:
-    runs = RunStore(cache_dir_of(args) / "runs").runs()
+    runs = [r for r in run_store_of(args).runs() if not args.tag or args.tag in r.get("tags", [])]
     if not runs:
-        print("no stored runs")
+        print("no stored runs" + (f" tagged {args.tag!r}" if args.tag else ""))
         return
-    table = reports.runs_table(runs)
-    columns = ["id", "label", "imbalance", "synthetic", "balanced_accuracy_mean", "balanced_accuracy_std",
-               "recall_mean", "roc_auc_mean"]
-    print(table[columns].to_string(index=False, float_format="%.3f"))
+    table = tracker_table(runs, all_fields=args.all_params).drop(columns=["note"])
+    table = table.sort_values(args.sort, ascending=False, kind="stable")
+    print(table.to_string(index=False, float_format="%.3f"))
+
+
+def cmd_runs_show(args) -> None:
+    run = run_store_of(args).load(args.id)
+    print(f"{run['id']}: {display_name(run)}  [{', '.join(run.get('tags', []))}]")
+    print(f"created {run['created']}; cohort {run['cohort']['name']} ({run['cohort']['n_labelled']} labelled"
+          f"{', synthetic demo' if run['cohort']['synthetic'] else ''})")
+    print("config: " + ", ".join(f"{k}={v}" for k, v in run["config"].items()))
+    if run.get("note"):
+        print(f"note: {run['note']}")
+    print(fold_table(run["folds"]).to_string(index=False, float_format="%.3f"))
+    print("mean±std: " + summary_line(run["summary"]))
+
+
+def cmd_runs_edit(args) -> None:
+    store = run_store_of(args)
+    if args.action == "tag":
+        run = store.tag(args.id, add=args.add or [], remove=args.remove or [])
+        print(f"{args.id}: tags {', '.join(run['tags']) or '(none)'}")
+    elif args.action == "note":
+        store.note(args.id, args.text)
+        print(f"{args.id}: note saved")
+    elif args.action == "rename":
+        print(f"{args.id}: now named {display_name(store.rename(args.id, args.name))!r}")
+    else:
+        for run_id in args.ids:
+            store.delete(run_id)
+            print(f"deleted {run_id}")
 
 
 def cmd_runs_export(args) -> None:
-    store = RunStore(cache_dir_of(args) / "runs")
+    store = run_store_of(args)
     unknown = set(args.ids or []) - set(store.ids())
     if unknown:
         raise ValueError(f"no stored run(s) {', '.join(sorted(unknown))}; see `python -m lympho runs list`")
@@ -242,7 +274,7 @@ def cmd_runs_export(args) -> None:
     if not runs:
         raise ValueError("no stored runs to export")
     kind = args.out.suffix.lower()
-    exporters = {".csv": lambda: reports.runs_table(runs).to_csv(index=False),
+    exporters = {".csv": lambda: reports.csv_text(reports.runs_table(runs)),
                  ".json": lambda: json.dumps(runs, indent=1), ".html": lambda: reports.runs_report_html(runs)}
     if kind not in exporters:
         raise ValueError(f"{args.out}: the file name must end in .csv, .json or .html")
@@ -313,15 +345,37 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--cache-dir", type=Path)
     score.set_defaults(run=cmd_score)
 
-    runs = commands.add_parser("runs", help="stored runs: list or export").add_subparsers(dest="action", required=True)
-    listing = runs.add_parser("list", help="every stored run")
-    listing.add_argument("--cache-dir", type=Path)
+    runs = commands.add_parser("runs", help="the run tracker: list, show, tag, note, rename, delete, export")
+    runs = runs.add_subparsers(dest="action", required=True)
+    listing = runs.add_parser("list", help="every stored run, metrics first, differing parameters only")
+    listing.add_argument("--tag", help="only runs with this tag")
+    listing.add_argument("--sort", choices=METRICS, default="balanced_accuracy", help="sort by this metric's mean")
+    listing.add_argument("--all-params", action="store_true", help="every configuration field, not only those "
+                                                                   "that differ")
     listing.set_defaults(run=cmd_runs_list)
+    show = runs.add_parser("show", help="one run: configuration, folds, summary")
+    show.add_argument("id")
+    show.set_defaults(run=cmd_runs_show)
+    tag = runs.add_parser("tag", help="add or remove tags")
+    tag.add_argument("id")
+    tag.add_argument("--add", nargs="+", metavar="TAG")
+    tag.add_argument("--remove", nargs="+", metavar="TAG")
+    note = runs.add_parser("note", help="set a run's note ('' clears it)")
+    note.add_argument("id")
+    note.add_argument("text")
+    rename = runs.add_parser("rename", help="name a run ('' restores its configuration label)")
+    rename.add_argument("id")
+    rename.add_argument("name")
+    delete = runs.add_parser("delete", help="delete runs")
+    delete.add_argument("ids", nargs="+", metavar="ID")
+    for edit in (tag, note, rename, delete):
+        edit.set_defaults(run=cmd_runs_edit)
     export = runs.add_parser("export", help="export runs as CSV, JSON or a self-contained HTML report")
     export.add_argument("--ids", nargs="+", help="run ids (default: all)")
     export.add_argument("--out", type=Path, required=True, help="FILE.csv, FILE.json or FILE.html")
-    export.add_argument("--cache-dir", type=Path)
     export.set_defaults(run=cmd_runs_export)
+    for command in (listing, show, tag, note, rename, delete, export):
+        command.add_argument("--cache-dir", type=Path)
     return parser
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lympho.synthetic import demo_cohort_dir
 
@@ -35,7 +35,14 @@ REFERENCE_DATE = date(2020, 1, 1)
 
 SPLITS = {"train": ("trainset", "trainset_true.csv"), "test": ("testset", "testset_data.csv")}
 COLUMNS = ("ID", "LABEL", "GENDER", "DOB", "LYMPH_COUNT")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+#: The only Pillow decoders that ever see an image file, cohort or upload: keeps untrusted
+#: bytes away from every other plugin (EPS, for one, would hand the file to Ghostscript).
+#: JPEG covers MPO (camera JPEGs).
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF")
+#: Larger images are refused from their header, before any pixel is decoded (a whole smear
+#: photograph is ~50 Mpx at most; a decompression bomb declares far more).
+MAX_IMAGE_PIXELS = 50_000_000
 # Both formats occur in the real files: "11/3/1933" (M/D/YYYY) and "28-04-1943".
 DATE_FORMATS = ("%m/%d/%Y", "%d-%m-%Y", "%Y-%m-%d")
 UNKNOWN_LABEL = -1
@@ -172,22 +179,59 @@ def list_images(folder: Path) -> list[Path]:
                   and p.name != "Thumbs.db" and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def _open_image(path: Path) -> Image.Image:
+    """Open ``path`` with the allowed decoders only, refusing an oversized image from its
+    header alone (nothing is decoded yet)."""
+    img = Image.open(path, formats=IMAGE_FORMATS)
+    if img.width * img.height > MAX_IMAGE_PIXELS:
+        img.close()
+        raise CohortError(f"image too large ({img.width} x {img.height} pixels; at most "
+                          f"{MAX_IMAGE_PIXELS / 1e6:.0f} million)", path)
+    return img
+
+
+def _unreadable(err: Exception, path: Path) -> CohortError:
+    if isinstance(err, UnidentifiedImageError):
+        return CohortError(f"not a readable image (not a {', '.join(IMAGE_FORMATS)} file)", path)
+    if isinstance(err, Image.DecompressionBombError):
+        return CohortError(f"image too large (more than {MAX_IMAGE_PIXELS / 1e6:.0f} million pixels declared; "
+                           f"a decompression bomb?)", path)
+    return CohortError(f"not a readable image ({type(err).__name__}: {err})", path)
+
+
 def check_image(path: Path) -> None:
-    """Read an image's header; a truncated or foreign file fails here, not mid-run."""
+    """Read an image's header; a truncated, foreign or oversized file fails here, not mid-run."""
     try:
-        with Image.open(path) as img:
+        with _open_image(path) as img:
             img.verify()
-    except (OSError, UnidentifiedImageError, SyntaxError) as err:
-        raise CohortError(f"unreadable image ({err})", path) from None
+    except CohortError:
+        raise
+    except Exception as err:  # Pillow raises many types on hostile data; all mean "refuse"
+        raise _unreadable(err, path) from None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """RGB of any mode: 16/32-bit grey scaled down (not clipped to white), transparency
+    composited over white (a smear's background), CMYK and palettes converted."""
+    if img.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+        grey = np.asarray(img, dtype=np.float64) / 257.0  # 16-bit range to 8-bit
+        return Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8)).convert("RGB")
+    if "A" in img.mode or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
+    return img.convert("RGB")
 
 
 def read_image(path: Path) -> Image.Image:
-    """Decode an image of any size or mode as RGB."""
+    """Decode an image as RGB, exactly as the feature extractor sees it: the first frame of
+    an animation or multi-page file, turned upright by its EXIF orientation."""
     try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (OSError, UnidentifiedImageError, SyntaxError) as err:
-        raise CohortError(f"unreadable image ({err})", path) from None
+        with _open_image(path) as img:
+            return _to_rgb(ImageOps.exif_transpose(img))
+    except CohortError:
+        raise
+    except Exception as err:  # Pillow raises many types on hostile data; all mean "refuse"
+        raise _unreadable(err, path) from None
 
 
 def read_split_csv(csv_path: Path) -> pd.DataFrame:

@@ -60,6 +60,11 @@ class ExperimentConfig:
             raise ValueError(f"folds must be >= 2 and repeats >= 1, got {self.folds} and {self.repeats}")
 
     @property
+    def backbone(self) -> str:
+        """Read-only alias of ``encoder`` (the field's name before 2026-11)."""
+        return self.encoder
+
+    @property
     def uses_images(self) -> bool:
         return self.features != "clinical"
 
@@ -167,8 +172,11 @@ def run_ablation(cohort: Cohort, base: ExperimentConfig,
 
 
 def ablation_table(runs: Sequence[dict]) -> pd.DataFrame:
-    """One row per configuration and fold: the configuration's fields, then the metrics."""
-    return pd.DataFrame([{"configuration": run["label"], **run["config"], "repeat": fold["repeat"],
+    """One row per configuration and fold: the configuration's fields (``config.<field>``, so
+    that the config field ``precision`` and the metric ``precision`` are two columns), then
+    the metrics."""
+    return pd.DataFrame([{"configuration": run["label"], **{f"config.{k}": v for k, v in run["config"].items()},
+                          "repeat": fold["repeat"],
                           "fold": fold["fold"], **{m: fold[m] for m in METRICS}}
                          for run in runs for fold in run["folds"]])
 
@@ -181,7 +189,7 @@ def table2_layout(table: pd.DataFrame) -> pd.DataFrame:
     when repeated)."""
     repeated = table["repeat"].max() > 1
     split = table["repeat"].astype(str) + "." + table["fold"].astype(str) if repeated else table["fold"].astype(str)
-    wide = table.assign(split=split).pivot_table(index=["configuration", "imbalance"], columns="split",
+    wide = table.assign(split=split).pivot_table(index=["configuration", "config.imbalance"], columns="split",
                                                  values=list(TABLE2_METRICS), sort=False)
     return wide[list(TABLE2_METRICS)]
 
@@ -201,36 +209,3 @@ def _json_default(value):
     if isinstance(value, np.generic):
         return value.item()
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-class RunStore:
-    """Every run as one JSON file under ``<cache>/runs``; nothing is ever overwritten."""
-
-    def __init__(self, directory: Path):
-        self.directory = Path(directory)
-
-    def save(self, run: dict) -> str:
-        run_id = f"{run['created'].replace(':', '')}-{run['key']}"
-        path = self.directory / f"{run_id}.json"
-        suffix = 1
-        while path.exists():
-            path = self.directory / f"{run_id}-{suffix}.json"
-            suffix += 1
-        write_json_atomic(path, run)
-        return path.stem
-
-    def ids(self) -> list[str]:
-        return sorted(p.stem for p in self.directory.glob("*.json")) if self.directory.is_dir() else []
-
-    def load(self, run_id: str) -> dict:
-        return json.loads((self.directory / f"{run_id}.json").read_text())
-
-    def runs(self) -> list[dict]:
-        """Every readable run, oldest first; a damaged file is skipped, not fatal."""
-        loaded = []
-        for run_id in self.ids():
-            try:
-                loaded.append({"id": run_id, **self.load(run_id)})
-            except (json.JSONDecodeError, OSError, UnicodeDecodeError):
-                continue
-        return loaded

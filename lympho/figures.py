@@ -14,7 +14,9 @@ cannot inject markup.
 
 from __future__ import annotations
 
+import hashlib
 import html
+import json
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -42,11 +44,21 @@ GENDER_NAMES = {"F": "Female", "M": "Male"}
 #: Colours for configurations and runs (colour-blind safe, Okabe-Ito based).
 SERIES_COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00",
                  "#7F7F7F", "#F0E442", "#000000")
+#: Colours for configurations: each configuration always gets the same one (:func:`config_color`).
+CONFIG_PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#7F3C8D", "#11A579",
+                  "#3969AC", "#B8860B", "#E73F74", "#6B8E23")
+#: Fields that do not change which model a configuration is (only how it was evaluated).
+_NOT_IDENTITY = ("folds", "repeats", "seed", "precision")
+_IMAGE_FIELDS = ("encoder", "backbone", "weights", "pooling", "crop")  # backbone: runs before 2026-11
+IMBALANCE_LABELS = {"none": "No class balancing", "weights": "Class weights", "smote": "SMOTE"}
+FEATURE_LABELS = {"clinical": "Clinical only", "images": "Images only", "both": "Clinical + images"}
 NEUTRAL = "#5B6B8C"
 INK = "#1F2937"
 FONT = "Inter, 'Helvetica Neue', Helvetica, Arial, sans-serif"
 
 COUNT_UNIT = "Lymphocyte count (×10⁹/L)"
+#: Labelled ticks of a log count axis: every tick says its full value (no bare "2…9").
+LOG_TICKS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 AGE_UNIT = "Age (years)"
 
 TEMPLATE = go.layout.Template(
@@ -70,9 +82,43 @@ TEMPLATE = go.layout.Template(
 )
 
 
+#: Column names of tables shown to users, with their units (ages are at lympho.data.REFERENCE_DATE).
+COLUMN_LABELS = {
+    "split": "Split", "label": "Diagnosis", "patients": "Patients", "images": "Images",
+    "min_images": "Fewest images per patient", "max_images": "Most images per patient",
+    "median_age": "Median age (years, at 2020-01-01)", "median_count": "Median lymphocyte count (×10⁹/L)",
+}
+
+
+def column_label(name: str) -> str:
+    """A table column's display name with its unit; metrics as :func:`metric_label`."""
+    return COLUMN_LABELS.get(name) or metric_label(name)
+
+
 def metric_label(name: str) -> str:
     """``"balanced_accuracy"`` -> ``"Balanced accuracy"``; unknown names are prettified."""
     return METRIC_LABELS.get(name, str(name).replace("_", " ").capitalize())
+
+
+def _identity(config: Mapping) -> dict:
+    identity = {k: v for k, v in config.items() if k not in _NOT_IDENTITY}
+    if identity.get("features") == "clinical":
+        identity = {k: v for k, v in identity.items() if k not in _IMAGE_FIELDS}
+    return identity
+
+
+def config_color(config: Mapping) -> str:
+    """The one colour of a configuration on every page and in every report: a hash of the
+    fields that define the model (not folds, repeats, seed or precision), so the same
+    configuration keeps its colour across runs, pages and sessions."""
+    digest = hashlib.sha1(json.dumps(_identity(config), sort_keys=True, default=str).encode()).digest()
+    return CONFIG_PALETTE[digest[0] % len(CONFIG_PALETTE)]
+
+
+def config_name(label: str, config: Mapping) -> str:
+    """The one display name of a configuration: ``XGBoost, clinical · Class weights``."""
+    imbalance = config.get("imbalance")
+    return f"{label} · {IMBALANCE_LABELS.get(imbalance, imbalance)}" if imbalance else str(label)
 
 
 def label_name(label) -> str:
@@ -157,21 +203,25 @@ def age_vs_count(frame: pd.DataFrame, title: str = "Age and lymphocyte count") -
             hovertemplate=(f"<b>%{{customdata}}</b> ({name})<br>Age: %{{x:.1f}} years"
                            "<br>Lymphocytes: %{y:.1f} ×10⁹/L<extra></extra>")))
     _styled(fig, title, xaxis_title=AGE_UNIT, yaxis_title=COUNT_UNIT, legend_title_text="Diagnosis")
-    fig.update_yaxes(type="log")
+    counts = frame["lymph_count"].astype(float)
+    ticks = [t for t in LOG_TICKS if counts.min() / 2 <= t <= counts.max() * 2] or list(LOG_TICKS)
+    fig.update_yaxes(type="log", tickmode="array", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks],
+                     minor=dict(showgrid=False, ticks=""))
     return fig
 
 
 def images_per_patient(frame: pd.DataFrame, title: str = "Images per patient") -> go.Figure:
-    """Overlaid histograms (shared bins) of the number of images per patient, by diagnosis."""
+    """Histograms of the number of images per patient, one bar per diagnosis side by side in
+    shared bins, so that neither class hides the other."""
     frame = frame.assign(diagnosis=_label_column(frame))
     fig = go.Figure()
     for name in _labels_present(frame):
         part = frame[frame["diagnosis"] == name]
         fig.add_trace(go.Histogram(
             x=part["n_images"].astype(int).tolist(), name=name, bingroup="images",
-            marker=dict(color=LABEL_COLORS[name], line=dict(width=0.5, color="white")), opacity=0.75,
+            marker=dict(color=LABEL_COLORS[name], line=dict(width=0.5, color="white")),
             hovertemplate=f"{name}<br>%{{x}} images: %{{y}} patients<extra></extra>"))
-    return _styled(fig, title, barmode="overlay", xaxis_title="Images per patient (count)",
+    return _styled(fig, title, barmode="group", xaxis_title="Images per patient (count)",
                    yaxis_title="Patients (count)", legend_title_text="Diagnosis")
 
 
@@ -325,15 +375,16 @@ def roc_curves(oof, marker: tuple[float, float] | None = None,
     return fig
 
 
-def _grouped_bars(groups: list[tuple[str, dict[str, tuple[float, float]]]], metrics: Sequence[str],
+def _grouped_bars(groups: list[tuple[str, str, dict[str, tuple[float, float]]]], metrics: Sequence[str],
                   title: str, legend_title: str) -> go.Figure:
+    """``groups``: (name, colour, {metric: (mean, std)}) per bar group."""
     names = [metric_label(m) for m in metrics]
     fig = go.Figure()
-    for index, (name, stats) in enumerate(groups):
+    for name, color, stats in groups:
         means = [stats[m][0] for m in metrics]
         stds = [stats[m][1] for m in metrics]
         fig.add_trace(go.Bar(
-            x=names, y=means, name=_text(name), marker_color=SERIES_COLORS[index % len(SERIES_COLORS)],
+            x=names, y=means, name=_text(name), marker_color=color,
             error_y=dict(type="data", array=stds, visible=True, thickness=1.3, width=5, color=INK),
             customdata=stds,
             hovertemplate="%{x}: %{y:.3f} ± %{customdata:.3f}<extra>" + _text(name) + "</extra>"))
@@ -344,23 +395,31 @@ def _grouped_bars(groups: list[tuple[str, dict[str, tuple[float, float]]]], metr
     return fig
 
 
+def _table_configs(table: pd.DataFrame) -> dict[str, dict]:
+    """Configuration name -> its config fields (the ``config.*`` columns of an ablation table)."""
+    fields = [c for c in table.columns if c.startswith("config.")]
+    first = table.drop_duplicates("configuration")
+    return {row["configuration"]: {f[len("config."):]: row[f] for f in fields} for _, row in first.iterrows()}
+
+
 def ablation_bars(table: pd.DataFrame, metrics: Sequence[str] = ABLATION_METRICS,
                   title: str = "Ablation (mean ± std over folds)") -> go.Figure:
     """Grouped bars from :func:`lympho.experiment.ablation_table`: x = metric, colour =
-    configuration (in table order), height = mean over folds, error bar = std (ddof=0)."""
+    the configuration's own colour, height = mean over folds, error bar = std over folds."""
+    configs = _table_configs(table)
     groups = []
     for name in pd.unique(table["configuration"]):
         part = table[table["configuration"] == name]
-        groups.append((str(name), {m: _mean_std(part[m]) for m in metrics}))
+        groups.append((str(name), config_color(configs.get(name, {"name": name})),
+                       {m: _mean_std(part[m]) for m in metrics}))
     return _grouped_bars(groups, metrics, title, "Configuration")
 
 
 def compare_runs(runs: Sequence[Mapping], metrics: Sequence[str] = METRICS,
                  title: str = "Runs compared (mean ± std over folds)") -> go.Figure:
-    """Grouped bars of each metric's mean ± std per run, from the runs' summaries.
-
-    Legend names are :func:`run_name` (label + short id), made unique if needed.
-    """
+    """Grouped bars of each metric's mean ± std per run, from the runs' summaries, each in
+    its configuration's colour. Legend names are :func:`run_name` (label + short id), made
+    unique if needed."""
     groups, seen = [], {}
     for run in runs:
         name = run_name(run)
@@ -368,5 +427,61 @@ def compare_runs(runs: Sequence[Mapping], metrics: Sequence[str] = METRICS,
         if seen[name] > 1:
             name = f"{name} [{seen[name]}]"
         summary = run["summary"]
-        groups.append((name, {m: (float(summary[m]["mean"]), float(summary[m]["std"])) for m in metrics}))
+        groups.append((name, config_color(run.get("config", {})),
+                       {m: (float(summary[m]["mean"]), float(summary[m]["std"])) for m in metrics}))
     return _grouped_bars(groups, metrics, title, "Run")
+
+
+def roc_overlay(runs: Sequence[Mapping], title: str = "ROC curves of the runs (out-of-fold, repeats pooled)"
+                ) -> go.Figure:
+    """One out-of-fold ROC curve per run (its repeats pooled), in its configuration's colour,
+    AUC in the legend; runs of one configuration differ by dash."""
+    fig = go.Figure()
+    dashes, used = ("solid", "dash", "dot", "dashdot"), {}
+    for run in runs:
+        frame = _oof_frame(run["oof"])
+        if frame["y_true"].nunique() < 2:
+            continue
+        points = roc_points(frame["y_true"].astype(int), frame["probability"].astype(float))
+        color = config_color(run.get("config", {}))
+        used[color] = used.get(color, -1) + 1
+        name = f"{run_name(run)} · AUC {_auc(points['fpr'], points['tpr']):.3f}"
+        fig.add_trace(go.Scatter(
+            x=points["fpr"], y=points["tpr"], mode="lines", name=_text(name),
+            line=dict(width=2.2, shape="hv", color=color, dash=dashes[used[color] % len(dashes)]),
+            hovertemplate="FPR %{x:.2f}, TPR %{y:.2f}<extra>" + _text(run_name(run)) + "</extra>"))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="Chance",
+                             line=dict(dash="dash", color="#9CA3AF", width=1.2), hoverinfo="skip"))
+    _styled(fig, title, height=480, xaxis_title="False positive rate (1 − specificity)",
+            yaxis_title="True positive rate (sensitivity)",
+            legend=dict(orientation="h", yanchor="top", y=-0.2, x=0, xanchor="left", font=dict(size=12)))
+    fig.update_xaxes(range=[-0.01, 1.01], constrain="domain", showgrid=True, gridcolor="#E5E7EB")
+    fig.update_yaxes(range=[-0.01, 1.01], scaleanchor="x", constrain="domain")
+    return fig
+
+
+def benchmark_comparison(rows: Sequence[Mapping], title: str = "Balanced accuracy against published results"
+                         ) -> go.Figure:
+    """A dot per result with its interval as a bar: ``rows`` of ``name, value, low, high,
+    note, ours`` (low/high may be None). Ours are drawn in ink, published ones in grey."""
+    fig = go.Figure()
+    for ours in (False, True):
+        part = [r for r in rows if bool(r.get("ours")) == ours]
+        if not part:
+            continue
+        low = [r["value"] - r["low"] if r.get("low") is not None else 0 for r in part]
+        high = [r["high"] - r["value"] if r.get("high") is not None else 0 for r in part]
+        fig.add_trace(go.Scatter(
+            x=[r["value"] for r in part], y=[_text(r["name"]) for r in part], mode="markers+text",
+            name="This tool" if ours else "Published", text=[f"{r['value']:.3f}" for r in part],
+            textposition="top center", customdata=[_text(r.get("note", "")) for r in part],
+            marker=dict(size=13, color=INK if ours else "#9CA3AF", symbol="diamond" if ours else "circle"),
+            error_x=dict(type="data", symmetric=False, array=high, arrayminus=low, thickness=2, width=6,
+                         color=INK if ours else "#9CA3AF"),
+            hovertemplate="%{y}: %{x:.3f}<br>%{customdata}<extra></extra>"))
+    _styled(fig, title, height=120 + 44 * len(rows), xaxis_title="Balanced accuracy",
+            margin=dict(l=20, r=30, t=60, b=50), legend=dict(orientation="h", y=1.02, x=1, xanchor="right",
+                                                            yanchor="bottom"))
+    fig.update_xaxes(range=[0.5, 1.0], showgrid=True, gridcolor="#E5E7EB")
+    fig.update_yaxes(autorange="reversed", showgrid=False)
+    return fig

@@ -370,4 +370,29 @@ def submission_csv(predictions: pd.DataFrame) -> str:
     if values.isna().any() or not values.isin([0, 1]).all():
         raise ValueError("prediction must be 0 (reactive) or 1 (malignant) for every patient")
     frame = pd.DataFrame({"Id": predictions["id"].astype(str).to_numpy(), "Predicted": values.astype(int).to_numpy()})
-    return frame.to_csv(index=False, lineterminator="\n")
+    return csv_text(frame)
+
+
+# --------------------------------------------------------------------------- CSV exports
+
+#: A cell starting with one of these is run as a formula by spreadsheets (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value):
+    """``value``, or a text cell that would run as a formula prefixed with ``'`` (shown as
+    text by spreadsheets). Numbers, and text that reads as a number (``-1.5``), are kept."""
+    if not isinstance(value, str) or not value.startswith(FORMULA_STARTS):
+        return value
+    try:
+        float(value)
+        return value
+    except ValueError:
+        return "'" + value
+
+
+def csv_text(frame: pd.DataFrame) -> str:
+    """``frame`` as CSV text (no index) for export, every cell and header spreadsheet-safe.
+    Every CSV this package writes for people to open goes through here."""
+    safe = frame.map(spreadsheet_safe).rename(columns=spreadsheet_safe)
+    return safe.to_csv(index=False, lineterminator="\n")

@@ -25,7 +25,7 @@ import joblib
 import numpy as np
 import pandas as pd
 
-from lympho.data import (UNKNOWN_LABEL, CohortError, Patient, age_at_reference, check_image,
+from lympho.data import (IMAGE_SUFFIXES, UNKNOWN_LABEL, CohortError, Patient, age_at_reference, check_image,
                          list_images, parse_gender, parse_lymph_count)
 from lympho.evaluation import cross_validate
 from lympho.evaluation import operating_point as _operating_point
@@ -230,7 +230,7 @@ def make_patient(images: Path | str | Sequence[Path], gender: str, lymph_count: 
         raise CohortError("image folder not found", source)
     paths = list_images(source) if source is not None else [Path(p) for p in images]
     if not paths:
-        raise CohortError("no images (expected .jpg, .jpeg, .png, .bmp or .tif files)", source)
+        raise CohortError(f"no images (expected {', '.join(sorted(IMAGE_SUFFIXES))} files)", source)
     for path in paths:
         check_image(path)
     return Patient(id=patient_id, split="test", label=UNKNOWN_LABEL, gender=gender,

@@ -31,6 +31,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -85,8 +86,10 @@ NORMAL_LOOK = _Look((19, 24), (1.45, 1.8), 0.025, 0.0, 24, 0.2,
 
 
 def write_demo_cohort(root: Path, n_train: int = 48, n_test: int = 8,
-                      images_per_patient: tuple[int, int] = (12, 30), seed: int = 0) -> Path:
-    """Write a complete synthetic cohort in the challenge layout under ``root``; return ``root``."""
+                      images_per_patient: tuple[int, int] = (12, 30), seed: int = 0,
+                      progress: Callable[[int, int], None] | None = None) -> Path:
+    """Write a complete synthetic cohort in the challenge layout under ``root``; return ``root``.
+    ``progress(patients_done, patients_total)`` is called after each patient."""
     low, high = images_per_patient
     if n_train < 2 or n_test < 0 or not 1 <= low <= high:
         raise ValueError("need n_train >= 2, n_test >= 0 and 1 <= min <= max images per patient")
@@ -94,14 +97,21 @@ def write_demo_cohort(root: Path, n_train: int = 48, n_test: int = 8,
     table_seed, *patient_seeds = np.random.SeedSequence(seed).spawn(1 + n_train + n_test)
     table = _clinical_table(n_train, n_test, np.random.default_rng(table_seed))
     _write_tables(root, table)
-    for row, patient_seed in zip(table.itertuples(), patient_seeds):
+    for done, (row, patient_seed) in enumerate(zip(table.itertuples(), patient_seeds), 1):
         rng = np.random.default_rng(patient_seed)
         folder = root / ("testset" if row.test else "trainset") / row.ID
         _write_bag(folder, rng, bool(row.LABEL), int(rng.integers(low, high + 1)))
+        if progress:
+            progress(done, n_train + n_test)
     return root
 
 
-def demo_cohort_dir(cache_dir: Path) -> Path:
+def demo_cohort_ready(cache_dir: Path) -> bool:
+    """Whether the demo cohort is already generated (so loading it is instant)."""
+    return (Path(cache_dir) / COHORT_NAME / MARKER).is_file()
+
+
+def demo_cohort_dir(cache_dir: Path, progress: Callable[[int, int], None] | None = None) -> Path:
     """``cache_dir/demo-cohort-v1``, generated once (atomically) if missing or incomplete."""
     target = Path(cache_dir) / COHORT_NAME
     if (target / MARKER).is_file():
@@ -111,7 +121,7 @@ def demo_cohort_dir(cache_dir: Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{COHORT_NAME}.", dir=target.parent))
     try:
         staging.chmod(0o755)  # mkdtemp makes it private; the cohort is meant to be shared
-        write_demo_cohort(staging)
+        write_demo_cohort(staging, progress=progress)
         (staging / MARKER).touch()
         _publish(staging, target)
     except BaseException:

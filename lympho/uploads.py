@@ -18,25 +18,24 @@ import re
 import shutil
 import stat
 import tempfile
-import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterable
 
-from PIL import Image, UnidentifiedImageError
+from lympho.data import IMAGE_SUFFIXES, CohortError, check_image, read_image
 
-from lympho.data import IMAGE_SUFFIXES, CohortError
-
-#: Decoders allowed for uploads. Restricting Pillow to these keeps untrusted bytes away
-#: from every other plugin (EPS, for one, would hand the file to Ghostscript).
-IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "TIFF")  # JPEG covers MPO (camera JPEGs)
-#: Larger images are refused before decoding (a whole smear photograph is ~50 Mpx at most).
-MAX_IMAGE_PIXELS = 50_000_000
+#: What the dashboard's file picker offers: the image suffixes, and zip.
+UPLOAD_SUFFIXES = sorted(s.lstrip(".") for s in IMAGE_SUFFIXES | {".zip"})
+#: Archive suffixes refused inside a zip: one level of archive only.
+ARCHIVE_SUFFIXES = {".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar"}
+#: A file name's limit in bytes (most file systems allow 255; room left for ``_n``).
+MAX_NAME_BYTES = 200
 #: Files that operating systems scatter into folders and archives: skipped silently.
 JUNK_NAMES = {"thumbs.db", "desktop.ini", ".ds_store"}
 _CHUNK = 1 << 20
 _UNSAFE_CHARS = re.compile(r'[\x00-\x1f\x7f<>:"/\\|?*]')
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 
@@ -64,12 +63,20 @@ def _is_junk(basename: str) -> bool:
     return basename.lower() in JUNK_NAMES or basename.startswith("._")
 
 
+def shown(name: str) -> str:
+    """A name as messages show it: on one line, control characters written as escapes."""
+    return _CONTROL_CHARS.sub(lambda m: repr(m.group())[1:-1], str(name))
+
+
 def safe_name(name: str) -> str:
     """A plain, visible file name: no folders, no control or reserved characters, no
-    leading dots; the suffix in lower case. It may come back empty of a suffix (refused later)."""
+    leading dots, at most ``MAX_NAME_BYTES`` in UTF-8; the suffix in lower case. It may come
+    back empty of a suffix (refused later)."""
     base = _UNSAFE_CHARS.sub("_", _basename(str(name))).strip().lstrip(".").strip()
     stem, suffix = os.path.splitext(base)
-    stem = stem[:100].rstrip(" .") or "image"
+    suffix = suffix[:12]
+    room = MAX_NAME_BYTES - len(suffix.encode())
+    stem = stem.encode()[:room].decode(errors="ignore").rstrip(" .") or "image"
     if stem.upper() in _RESERVED:
         stem = f"_{stem}"
     return stem + suffix.lower()
@@ -118,7 +125,7 @@ def _zip_members(archive: zipfile.ZipFile, label: str) -> tuple[list[_Item], lis
     """The image members to extract, and the names of non-image members (refused)."""
     items, refused = [], []
     for info in archive.infolist():
-        member = f"{label}:{info.filename}"
+        member = f"{label}:{shown(info.filename)}"
         problem = _unsafe_member(info)
         if problem:
             raise CohortError(f"{problem}; refusing the whole archive", member)
@@ -129,33 +136,23 @@ def _zip_members(archive: zipfile.ZipFile, label: str) -> tuple[list[_Item], lis
         if info.flag_bits & 0x1:
             raise CohortError("encrypted member; upload an archive without a password", member)
         name = safe_name(parts[-1])
+        if os.path.splitext(name)[1] in ARCHIVE_SUFFIXES:
+            raise CohortError("archive inside the archive; upload one zip of images", member)
         if os.path.splitext(name)[1] not in IMAGE_SUFFIXES:
-            refused.append(info.filename)
+            refused.append(shown(info.filename))
             continue
         items.append(_Item(member, name, archive=archive, info=info))
     return items, refused
 
 
 def _check_image(path: Path, label: str) -> None:
-    """Decode the whole image (verify, then load and convert as the extractor will)."""
+    """Decode the whole image exactly as the feature extractor will (``data.read_image``):
+    allowed formats only, the pixel limit checked from the header first."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path, formats=IMAGE_FORMATS) as img:
-                if img.width * img.height > MAX_IMAGE_PIXELS:
-                    raise CohortError(f"image too large ({img.width} x {img.height} pixels)", label)
-                img.verify()
-            with Image.open(path, formats=IMAGE_FORMATS) as img:
-                img.load()
-                img.convert("RGB")
-    except CohortError:
-        raise
-    except UnidentifiedImageError:
-        formats = f"{', '.join(IMAGE_FORMATS[:-1])} or {IMAGE_FORMATS[-1]}"
-        raise CohortError(f"not a readable image (not a {formats} file)", label) from None
-    except Exception as err:  # Pillow raises many types on hostile data; all mean "refuse"
-        detail = str(err).replace(str(path), label)  # never show the staging folder
-        raise CohortError(f"not a readable image ({type(err).__name__}: {detail})", label) from None
+        check_image(path)
+        read_image(path)
+    except CohortError as err:
+        raise CohortError(err.message.replace(str(path), label), label) from None  # never show staging
 
 
 def _copy_member(item: _Item, target: Path, budget: int) -> int:
@@ -221,7 +218,7 @@ def save_uploads(files: Iterable[tuple[str, bytes]], destination: Path | str,
     refused: list[str] = []
     declared = 0
     for name, data in files:
-        label = str(name)
+        label = shown(name)
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise CohortError(f"expected the file's bytes, got {type(data).__name__}", label)
         data = bytes(data)

@@ -50,7 +50,7 @@ def test_ablation_writes_table2(small_cohort, tmp_path, capsys):
     code, out, _ = run_cli(capsys, "ablation", "--data", small_cohort, *IMAGE_OPTIONS, "--out", tmp_path / "abl")
     assert code == 0 and "balanced_accuracy" in out
     table = pd.read_csv(tmp_path / "abl" / "ablation.csv")
-    assert len(table) == 15 and {"fold", "balanced_accuracy", "f1", "recall", "classifier", "features"} <= set(table.columns)
+    assert len(table) == 15 and {"fold", "balanced_accuracy", "f1", "recall", "config.classifier", "config.features"} <= set(table.columns)
 
 
 def test_extract_fills_the_cache(small_cohort, capsys):
@@ -120,7 +120,7 @@ def test_custom_ablation_grid(real_data, tmp_path, capsys):
                            "--classifiers", "logreg,xgboost", "--imbalances", "weights,smote", "--out", tmp_path)
     table = pd.read_csv(tmp_path / "ablation.csv")
     assert code == 0 and len(table) == 2 * 2 * 3
-    assert set(zip(table.classifier, table.imbalance)) == {(c, i) for c in ("logreg", "xgboost")
+    assert set(zip(table["config.classifier"], table["config.imbalance"])) == {(c, i) for c in ("logreg", "xgboost")
                                                            for i in ("weights", "smote")}
 
 

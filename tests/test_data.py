@@ -125,7 +125,7 @@ def test_patient_without_folder_or_images(small_cohort):
 def test_unreadable_image_is_named(small_cohort):
     bad = sorted((small_cohort / "trainset" / first_train_id(small_cohort)).iterdir())[0]
     bad.write_bytes(b"not a jpeg at all")
-    with pytest.raises(CohortError, match="unreadable image") as caught:
+    with pytest.raises(CohortError, match="not a readable image") as caught:
         load_cohort(small_cohort)
     assert Path(caught.value.path) == bad
 

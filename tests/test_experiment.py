@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lympho.data import load_cohort
-from lympho.experiment import (TABLE2_ROWS, ExperimentConfig, RunStore, design_matrix, run_ablation,
+from lympho.experiment import (TABLE2_ROWS, ExperimentConfig, design_matrix, run_ablation,
                                run_experiment)
 
 FAST_IMAGES = ExperimentConfig(features="both", weights="none", precision="fp32", classifier="logreg")
@@ -88,7 +88,8 @@ def test_ablation_runs_the_five_table2_rows(cohort, tmp_path):
     table, runs = run_ablation(cohort, base, cache_dir=tmp_path)
     assert len(runs) == 5 and len(table) == 15
     assert [(r["config"]["features"], r["config"]["classifier"]) for r in runs] == list(TABLE2_ROWS)
-    assert {"fold", "balanced_accuracy", "f1", "recall", "features", "classifier"} <= set(table.columns)
+    assert {"fold", "balanced_accuracy", "f1", "recall", "config.features", "config.classifier"} <= set(table.columns)
+    assert table["config.precision"].eq("fp32").all() and table["precision"].between(0, 1).all()
 
 
 def test_config_validation_and_key():
@@ -101,13 +102,3 @@ def test_config_validation_and_key():
     config = ExperimentConfig(seed=3)
     assert ExperimentConfig.from_dict(config.to_dict()) == config
     assert config.key() == ExperimentConfig(seed=3).key() != ExperimentConfig(seed=4).key()
-
-
-def test_run_store_keeps_every_run_and_skips_damaged_files(cohort, tmp_path):
-    store = RunStore(tmp_path / "runs")
-    run = run_experiment(cohort, ExperimentConfig(features="clinical", classifier="logreg"))
-    first, second = store.save(run), store.save(run)
-    assert first != second and store.ids() == sorted([first, second])
-    (tmp_path / "runs" / "broken.json").write_text("{not json")
-    assert [r["id"] for r in store.runs()] == sorted([first, second])
-    assert store.load(first)["folds"] == run["folds"]

@@ -93,6 +93,8 @@ def test_age_vs_count_log_axis_and_hover_ids(frame):
     assert list(malignant.y) == [30.0, 120.0, 15.0]
     assert "%{customdata}" in malignant.hovertemplate
     assert [t.name for t in fig.data] == ["Reactive", "Malignant"]  # no unknown trace without unknowns
+    ticks = list(fig.layout.yaxis.tickvals)
+    assert ticks == [2, 5, 10, 20, 50, 100, 200] and list(fig.layout.yaxis.ticktext)[-1] == "200"
 
 
 def test_images_per_patient_shares_bins(frame):
@@ -101,6 +103,16 @@ def test_images_per_patient_shares_bins(frame):
     assert len({t.bingroup for t in fig.data}) == 1
     reactive = next(t for t in fig.data if t.name == "Reactive")
     assert sorted(reactive.x) == [40, 45]
+    assert fig.layout.barmode == "group"  # side by side: no class hides the other
+
+
+def test_one_colour_per_configuration():
+    config = {"features": "clinical", "classifier": "xgboost", "imbalance": "weights", "seed": 0, "folds": 3,
+              "backbone": "resnet18"}
+    same = {**config, "seed": 7, "folds": 5, "backbone": "vgg16"}  # evaluation and unused image fields
+    colors = {figures.config_color({**config, "classifier": c}) for c in ("svm", "mlp", "xgboost", "logreg")}
+    assert figures.config_color(config) == figures.config_color(same) and len(colors) > 1
+    assert figures.config_name("XGBoost, clinical", config) == "XGBoost, clinical · Class weights"
 
 
 def test_fold_metrics_error_bars_and_points(runs):
@@ -147,7 +159,8 @@ def test_roc_curves_one_trace_per_repeat_plus_chance_and_marker(runs):
 
 def test_ablation_bars_mean_and_std_per_configuration(runs):
     # the columns of lympho.experiment.ablation_table
-    table = pd.DataFrame([{"configuration": run["label"], **run["config"], "repeat": f["repeat"],
+    table = pd.DataFrame([{"configuration": run["label"], **{f"config.{k}": v for k, v in run["config"].items()},
+                           "repeat": f["repeat"],
                            "fold": f["fold"], **{m: f[m] for m in METRICS}}
                           for run in runs for f in run["folds"]])
     fig = figures.ablation_bars(table)
@@ -169,6 +182,13 @@ def test_compare_runs_one_trace_per_run(runs):
         assert list(trace.error_y.array) == pytest.approx([run["summary"][m]["std"] for m in METRICS])
     twice = figures.compare_runs([runs[0], runs[0]])
     assert len({t.name for t in twice.data}) == 2
+    assert fig.data[0].marker.color == figures.config_color(runs[0]["config"])
+
+
+def test_roc_overlay_one_curve_per_run_in_its_colour(runs):
+    fig = figures.roc_overlay(runs)
+    assert [t.name for t in fig.data][-1] == "Chance" and len(fig.data) == len(runs) + 1
+    assert fig.data[0].line.color == figures.config_color(runs[0]["config"]) and "AUC" in fig.data[0].name
 
 
 # --------------------------------------------------------------------------- reports

@@ -10,7 +10,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from lympho.data import load_cohort
-from lympho.experiment import ExperimentConfig, RunStore, run_experiment
+from lympho.experiment import ExperimentConfig, run_experiment
+from lympho.runstore import RunStore
 from lympho.scoring import RECOMMENDED, save_model, train_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,7 +51,7 @@ def test_data_page(cohort, isolated_cache):
     assert metrics["Patients"] == str(len(cohort.patients))
     assert metrics["Images"] == str(sum(len(p.images) for p in cohort.patients))
     patient = cohort.patients[3]
-    app.selectbox(key="patient").set_value(patient.id).run()
+    app.selectbox(key="data_patient").set_value(patient.id).run()
     assert f"**{patient.id}**" in texts(app) and len(app.get("image")[0].proto.imgs) == len(patient.images)
 
 
@@ -75,14 +76,23 @@ def test_experiment_page_runs_and_stores(cohort, isolated_cache):
     assert "sensitivity **1.000**" in texts(app)
 
 
-def test_a_widget_touched_mid_run_keeps_the_run(cohort, isolated_cache):
+def test_image_options_follow_the_feature_choice_at_once(cohort, isolated_cache):
     app = open_page("experiment", cohort, isolated_cache)
+    assert app.selectbox(key="exp_backbone").disabled  # the recommended model is clinical-only
+    app.selectbox(key="exp_features").set_value("both").run()  # no form to submit first
+    assert not app.selectbox(key="exp_backbone").disabled and not app.selectbox(key="exp_pooling").disabled
+
+
+def test_mid_run_the_form_shows_the_running_config(cohort, isolated_cache):
+    app = open_page("experiment", cohort, isolated_cache)
+    app.selectbox(key="exp_classifier").set_value("svm").run()
     app.button[0].click().run()
-    app.selectbox(key="exp_features").set_value("both").run()  # the user keeps clicking
+    app.session_state["exp_classifier"] = "mlp"  # as if the form had been reset while away
+    app.run()
+    assert app.selectbox(key="exp_classifier").value == "svm" and app.selectbox(key="exp_classifier").disabled
     finish_job(app, "experiment")
     assert "Stored as run" in app.success[0].value
     assert len(RunStore(isolated_cache / "runs").ids()) == 1
-
 
 def test_experiment_failure_is_a_message(cohort, isolated_cache):
     app = open_page("experiment", cohort, isolated_cache)
@@ -99,13 +109,21 @@ def test_ablation_page_table2(cohort, isolated_cache):
     app.button[0].click().run()
     finish_job(app, "ablation")
     table = app.dataframe[0].value
-    assert len(table) == 5 and "Balanced accuracy · 1" in table.columns
+    assert len(table) == 5 + 5  # ours and, under each, the report's published row
+    assert list(table.columns[:3]) == ["Configuration", "Source", "Balanced accuracy"] and "ROC AUC" in table.columns
+    assert table["Configuration"].iloc[1] == "Report: SVM, clinical" and " ± " in table["Balanced accuracy"].iloc[0]
+    assert table["Balanced accuracy"].str.endswith("★").sum() >= 1  # ties are all marked
+    assert len(RunStore(isolated_cache / "runs").ids()) == 5
+    app.toggle(key="abl_per_fold").set_value(True).run()
+    assert "Balanced accuracy · 1" in app.dataframe[1].value.columns
+    app.button[0].click().run()  # the same ablation again does not double the store
+    finish_job(app, "ablation")
     assert len(RunStore(isolated_cache / "runs").ids()) == 5
 
 
 def test_ablation_custom_grid_needs_choices(cohort, isolated_cache):
     app = open_page("ablation", cohort, isolated_cache)
-    app.radio(key="grid").set_value("Custom grid").run()
+    app.radio(key="abl_grid").set_value("Custom grid").run()
     app.multiselect[1].set_value([])
     app.button[0].click().run()
     assert "Choose at least one" in app.error[0].value
@@ -116,13 +134,38 @@ def test_runs_page_compares_and_exports(cohort, isolated_cache):
     for classifier in ("logreg", "svm"):
         store.save(run_experiment(cohort, ExperimentConfig(features="clinical", classifier=classifier)))
     app = open_page("runs", cohort, isolated_cache)
-    assert len(app.dataframe[0].value) == 2
+    table = app.dataframe[0].value
+    assert len(table) == 2 and list(table.columns[:3]) == ["id", "name", "balanced_accuracy"]
+    assert "config.classifier" in table.columns and "config.features" not in table.columns  # only what differs
     assert "Run details" in [h.value for h in app.subheader]
-    app.button[0].click().run()  # fit and predict the test set
+    app.button[-1].click().run()  # fit and predict the test set
     finish_job(app, "submission")
     predictions = app.dataframe[-1].value
     assert list(predictions.columns) == ["id", "probability", "prediction"]
     assert len(predictions) == len(cohort.select("test"))
+
+
+def test_runs_page_deep_links_and_edits(cohort, isolated_cache):
+    store = RunStore(isolated_cache / "runs")
+    ids = [store.save(run_experiment(cohort, ExperimentConfig(features="clinical", classifier=c)))
+           for c in ("logreg", "svm", "xgboost")]
+    app = AppTest.from_file(str(REPO / "app_pages" / "runs.py"), default_timeout=120)
+    app.session_state["cohort"], app.session_state["cache_dir"] = cohort, str(isolated_cache)
+    app.query_params["compare"] = f"{ids[0]},{ids[2]}"
+    app.query_params["run"] = ids[2]
+    app.run()
+    assert not app.exception and "Comparison of 2 runs" in [h.value for h in app.subheader]
+    assert app.selectbox(key="detail").value["id"] == ids[2]
+    roc = app.get("plotly_chart")[1].proto.spec
+    assert roc.count("AUC") >= 2  # one ROC curve per compared run
+    app.text_input[0].input("baseline")
+    app.text_input[1].input("paper keep")
+    app.text_area[0].input("for the slides")
+    app.button[0].click().run()
+    edited = store.load(ids[2])
+    assert edited["name"] == "baseline" and edited["tags"] == ["paper", "keep"] and edited["note"] == "for the slides"
+    app.multiselect(key="runs_tags").set_value(["paper"]).run()
+    assert app.dataframe[0].value["id"].tolist() == [ids[2]]
 
 
 def test_runs_page_empty(cohort, isolated_cache):

@@ -5,6 +5,7 @@ import re
 import stat
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,15 @@ def make_zip(members) -> bytes:
         for name, data in members:
             archive.writestr(name, data)
     return buffer.getvalue()
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A valid PNG signature and header declaring ``width`` x ``height``, with a few bytes of data."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + chunk(b"IEND", b""))
 
 
 def snapshot(folder: Path) -> dict:
@@ -167,3 +177,34 @@ def test_too_many_files_are_refused(area):
     archive = make_zip([(f"cells/{i}.png", png) for i in range(4)])
     refused(area, [("cells.zip", archive)], r"cells\.zip: too many images", max_files=3)
     refused(area, [(f"{i}.png", png) for i in range(3)], "upload too large", max_total_bytes=2 * len(png))
+
+
+def test_odd_member_names_are_saved_under_safe_names(area):
+    png = image_bytes()
+    names = ["cells/细胞 ünïcode.png", "cells/with spaces .png", "cells/new\nline.png", "cells/" + "a" * 246 + ".png",
+             "cells/" + "é" * 240 + ".png", "cells/tab\there.PNG"]
+    saved = save_uploads([("cells.zip", make_zip([(n, png) for n in names]))], area / "patient")
+    assert [p.name for p in saved][:3] == ["细胞 ünïcode.png", "with spaces.png", "new_line.png"]
+    assert all(len(p.name.encode()) <= 200 and p.suffix == ".png" and p.parent == area / "patient" for p in saved)
+    assert len({p.name for p in saved}) == len(names)
+
+
+def test_a_refused_odd_name_is_shown_on_one_line(area):
+    refused(area, [("notes\nabout it.txt", b"x")], r"^notes\\nabout it\.txt: [^\n]* is not an image file[^\n]*$")
+
+
+@pytest.mark.parametrize("inner", ["cells/inner.zip", "cells/more.tar.gz"])
+def test_nested_archives_are_refused(area, inner):
+    archive = make_zip([("cells/ok.png", image_bytes()), (inner, make_zip([("x.png", image_bytes())]))])
+    refused(area, [("cells.zip", archive)], re.escape(f"cells.zip:{inner}") + ": archive inside the archive")
+
+
+def test_an_image_bomb_inside_a_zip_is_refused_before_decoding(area):
+    archive = make_zip([("cells/ok.png", image_bytes()), ("cells/bomb.png", bomb_png(30000, 30000))])
+    refused(area, [("cells.zip", archive)], r"cells\.zip:cells/bomb\.png: image too large")
+
+
+def test_webp_gif_and_camera_formats_are_accepted(area):
+    saved = save_uploads([("a.webp", image_bytes("WEBP")), ("b.gif", image_bytes("GIF")),
+                          ("c.tiff", image_bytes("TIFF"))], area / "patient")
+    assert [p.name for p in saved] == ["a.webp", "b.gif", "c.tiff"]

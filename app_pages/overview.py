@@ -1,0 +1,76 @@
+"""Overview: what the tool is for, the cohort at a glance, the recommended model against the
+published numbers, and the three ways in (explore, score, present)."""
+
+import streamlit as st
+
+from lympho import figures, reference
+from lympho.runstore import RunStore
+from app_pages.shell import cache_dir
+
+ESTIMATE = reference.RECOMMENDED_ESTIMATE
+
+st.title("Reactive or malignant lymphocytosis?")
+st.markdown(
+    "**lympho** estimates, for one patient, the probability that a lymphocytosis is **malignant** rather than "
+    "**reactive**, from a bag of blood-smear images of the patient's lymphocytes and three clinical values "
+    "(gender, age, lymphocyte count). It is a research tool that helps decide who to refer for flow cytometry; "
+    "it does not replace it.")
+
+explore, score, present = st.columns(3, border=True)
+with explore:
+    st.markdown("##### :material/travel_explore: Explore")
+    st.caption("The cohort and its images; cross-validate any configuration.")
+    st.page_link("app_pages/data.py", label="Data", icon=":material/table:")
+    st.page_link("app_pages/experiment.py", label="Experiment", icon=":material/science:")
+with score:
+    st.markdown("##### :material/person_search: Score")
+    st.caption("One patient's images and clinical values: probability, decision, the evidence.")
+    st.page_link("app_pages/score.py", label="Score a patient", icon=":material/person_search:")
+with present:
+    st.markdown("##### :material/slideshow: Present")
+    st.caption("The report's Table 2 redone; runs compared, tagged, exported.")
+    st.page_link("app_pages/ablation.py", label="Ablation", icon=":material/view_comfy:")
+    st.page_link("app_pages/runs.py", label="Runs", icon=":material/history:")
+
+left, right = st.columns([2, 3])
+with left:
+    st.subheader("The cohort")
+    cohort = st.session_state.get("cohort")
+    if cohort is None:
+        st.info(st.session_state.get("cohort_pending") or "Choose a data directory in the sidebar, or the demo cohort.")
+    else:
+        frame = cohort.frame()
+        labelled = frame[frame.label >= 0]
+        first, second = st.columns(2)
+        first.metric("Labelled patients", len(labelled),
+                     f"{(labelled.label == 1).sum()} malignant, {(labelled.label == 0).sum()} reactive",
+                     delta_color="off", delta_arrow="off")
+        second.metric("Images", f"{int(frame.n_images.sum()):,}",
+                      f"{frame.n_images.min()}–{frame.n_images.max()} per patient", delta_color="off",
+                      delta_arrow="off")
+        st.caption(("**Synthetic demo cohort**: generated, not patients. " if cohort.synthetic else "")
+                   + f"{int((frame.label == -1).sum())} unlabelled (test) patients.")
+with right:
+    st.subheader("The recommended model")
+    ba = ESTIMATE["balanced_accuracy"]
+    recall = ESTIMATE["recall"]
+    st.markdown(f"**{figures.config_name(ESTIMATE['label'], ESTIMATE['config'])}**: balanced accuracy "
+                f"**{ba['mean']:.3f} ± {ba['std']:.3f}**, recall {recall['mean']:.3f} ± {recall['std']:.3f}")
+    st.caption(f"Computed on {ESTIMATE['computed_on']}; {ESTIMATE['source']}.")
+
+ours = None
+if cohort is not None:
+    wanted = ESTIMATE["config"]
+    mine = [r for r in RunStore(cache_dir() / "runs").runs()
+            if all(r["config"].get(k) == v for k, v in wanted.items()) and r["cohort"]["root"] == str(cohort.root)]
+    if mine:
+        run = max(mine, key=lambda r: r["summary"]["n_folds"])
+        stats = run["summary"]["balanced_accuracy"]
+        where = "the synthetic demo cohort" if cohort.synthetic else cohort.name
+        ours = {"name": f"This tool, on the loaded cohort (run {run['id'][-12:]})", "mean": stats["mean"],
+                "std": stats["std"], "note": f"{run['config']['repeats']} x {run['config']['folds']}-fold CV on "
+                                             f"{where}, mean ± std over {run['summary']['n_folds']} folds"}
+st.plotly_chart(figures.benchmark_comparison(reference.comparison_rows(ours)), key="benchmarks")
+st.caption("Intervals: ours are mean ± std over cross-validation folds; the report's Table 2 rows show the mean "
+           "and the range of its three folds; the test-set figures are single numbers. Different patients and "
+           "splits: read the comparison as an order of magnitude, not a ranking.")

@@ -1,0 +1,79 @@
+"""The run tracker: de-duplication, names, tags, notes, deletion, the table, and the CLI over them."""
+
+import dataclasses
+
+import pytest
+
+from lympho.__main__ import main
+from lympho.data import load_cohort
+from lympho.experiment import ExperimentConfig, run_experiment
+from lympho.runstore import RunNotFound, RunStore, differing_fields, tracker_table
+
+CLINICAL = ExperimentConfig(features="clinical", classifier="logreg")
+
+
+@pytest.fixture(scope="module")
+def runs(small_cohort_template):
+    cohort = load_cohort(small_cohort_template)
+    return [run_experiment(cohort, CLINICAL), run_experiment(cohort, dataclasses.replace(CLINICAL, seed=1))]
+
+
+def test_identical_config_data_and_seed_is_stored_once(runs, tmp_path):
+    store = RunStore(tmp_path / "runs")
+    first = store.save(runs[0])
+    store.rename(first, "baseline")
+    store.tag(first, add=["keep"])
+    again = store.save({**runs[0], "created": "2030-01-01T00:00:00"})  # re-running the same experiment
+    other = store.save(runs[1])  # another seed is another run
+    assert again == first and other != first and store.ids() == sorted([first, other])
+    kept = store.load(first)
+    assert kept["name"] == "baseline" and kept["tags"] == ["keep"] and "updated" in kept
+    (tmp_path / "runs" / "broken.json").write_text("{not json")
+    assert [r["id"] for r in store.runs()] == sorted([first, other])
+
+
+def test_tags_notes_rename_delete(runs, tmp_path):
+    store = RunStore(tmp_path / "runs")
+    run_id = store.save(runs[0])
+    assert store.tag(run_id, add=["a", "b", "a"])["tags"] == ["a", "b"]
+    assert store.tag(run_id, remove=["a"])["tags"] == ["b"]
+    with pytest.raises(ValueError, match="no spaces"):
+        store.tag(run_id, add=["two words"])
+    assert store.note(run_id, "  shown at the lab meeting ")["note"] == "shown at the lab meeting"
+    assert store.rename(run_id, "")["name"] is None
+    store.delete(run_id)
+    assert store.ids() == []
+    with pytest.raises(RunNotFound):
+        store.delete(run_id)
+    with pytest.raises(RunNotFound, match="not a run id"):
+        store.load("../escape")
+
+
+def test_tracker_table_puts_metrics_first_and_keeps_differing_fields(runs):
+    assert differing_fields(runs) == ["seed"]
+    table = tracker_table(runs)
+    assert list(table.columns[:3]) == ["id", "name", "balanced_accuracy"]
+    assert [c for c in table.columns if c.startswith("config.")] == ["config.seed"]
+    assert table["balanced_accuracy"].dtype.kind == "f"  # numbers, so the column sorts
+    assert "config.classifier" in tracker_table(runs, all_fields=True).columns
+
+
+def test_cli_does_what_the_page_does(runs, tmp_path, capsys):
+    store = RunStore(tmp_path / "runs")
+    first, second = store.save(runs[0]), store.save(runs[1])
+
+    def cli(*argv):
+        code = main([*argv, "--cache-dir", str(tmp_path)])
+        out = capsys.readouterr()
+        return code, out.out + out.err
+
+    assert cli("runs", "rename", first, "my baseline")[0] == 0
+    assert cli("runs", "tag", first, "--add", "paper")[1].strip().endswith("tags paper")
+    assert cli("runs", "note", first, "for the slides")[0] == 0
+    code, out = cli("runs", "list", "--tag", "paper")
+    assert code == 0 and "my baseline" in out and second not in out
+    code, out = cli("runs", "show", first)
+    assert "note: for the slides" in out and "mean±std" in out
+    assert cli("runs", "delete", second)[0] == 0 and store.ids() == [first]
+    code, out = cli("runs", "show", "nope")
+    assert code == 2 and "no stored run 'nope'" in out
