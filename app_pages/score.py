@@ -20,9 +20,9 @@ models_dir = cache_dir() / "models"
 
 
 @st.cache_resource(max_entries=4)
-def cached_model(path: str, created: str):
+def cached_model(path: str, created: str, trust_pickle: bool = False):
     """Loaded once per model version (``created`` changes when a model is replaced)."""
-    return load_model(path)
+    return load_model(path, trust_pickle=trust_pickle)
 
 
 # --- the model ---------------------------------------------------------------------------
@@ -50,8 +50,12 @@ if right.button(f"Train the recommended model ({RECOMMENDED.label()}) on the loa
 finished_job(SLOT, "Training failed")
 if not catalog:
     st.stop()
+trust = meta["format"] == 1 and left.checkbox(
+    "Trust this old model file", key="trust_pickle",
+    help="Saved before the safe format: its pipeline.joblib is a pickle, which runs code when loaded. "
+         "Tick only for a model from a source you trust; better, train it again.")
 try:
-    model = cached_model(str(path), meta["created"])
+    model = cached_model(str(path), meta["created"], trust)
 except ModelError as err:
     st.error(str(err))
     st.stop()

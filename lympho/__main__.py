@@ -79,6 +79,12 @@ def add_config_options(parser: argparse.ArgumentParser, base: ExperimentConfig,
         parser.add_argument("--raw-count", action="store_true", help="use the lymphocyte count unlogged")
 
 
+def add_trust_pickle(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="also load an old-format model (pipeline.joblib, a pickle that runs code when "
+                             "loaded): only for a model from a source you trust")
+
+
 def config_from(args, base: ExperimentConfig) -> ExperimentConfig:
     overrides = {name: getattr(args, name) for name in CONFIG_OPTIONS
                  if getattr(args, name, None) is not None}
@@ -188,7 +194,7 @@ def cmd_train(args) -> None:
 
 
 def cmd_predict(args) -> None:
-    model = load_model(args.model)
+    model = load_model(args.model, trust_pickle=args.trust_pickle)
     cohort = load(args)
     predictions = model.predict(cohort.select(args.split), cache_dir_of(args), ProgressBars())
     write_text_atomic(args.out, reports.submission_csv(predictions) if args.kaggle
@@ -206,7 +212,7 @@ def patient_images(source: Path, scratch: Path) -> Path | list[Path]:
 
 
 def cmd_score(args) -> None:
-    model = load_model(args.model)
+    model = load_model(args.model, trust_pickle=args.trust_pickle)
     dob = parse_dob(args.dob) if args.dob else None
     threshold = model.threshold_for_sensitivity(args.sensitivity) if args.sensitivity else args.threshold
     with tempfile.TemporaryDirectory() as scratch:
@@ -324,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="predict a split of a cohort")
     add_data_options(predict)
     predict.add_argument("--model", type=Path, required=True)
+    add_trust_pickle(predict)
     predict.add_argument("--split", choices=tuple(SPLITS), default="test")
     predict.add_argument("--out", type=Path, required=True, help="CSV: ID,probability,prediction")
     predict.add_argument("--kaggle", action="store_true", help="write the challenge's Id,Predicted")
@@ -331,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     score = commands.add_parser("score", help="score one patient from a folder of images")
     score.add_argument("--model", type=Path, required=True)
+    add_trust_pickle(score)
     score.add_argument("--images", type=Path, required=True, help="a folder of images, or a zip of them")
     score.add_argument("--gender", required=True, help="M or F")
     born = score.add_mutually_exclusive_group(required=True)

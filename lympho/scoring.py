@@ -1,10 +1,11 @@
 """Fit a final model on every labelled patient, store it safely, score new patients.
 
 A model directory holds ``model.json`` (config, versions, training cohort, the
-checksum of the fitted pipeline) and ``pipeline.joblib``. It is written into a
-temporary sibling and swapped in whole, so an interrupted save never damages a
-model that was already there. Load only model directories you trust: joblib files
-are pickles.
+checksum of the fitted pipeline) and ``pipeline.skops``, a format that cannot run code
+when loaded (:mod:`lympho.model_format`; old ``pipeline.joblib`` pickles load only with
+``trust_pickle=True``). It is written into a temporary sibling and swapped in whole,
+under a lock beside it, so an interrupted or concurrent save never damages a model that
+was already there, and the next save or load repairs what a killed one left behind.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from datetime import date
 from pathlib import Path
 from typing import Sequence
 
-import joblib
+from filelock import FileLock
 import numpy as np
 import pandas as pd
 
@@ -30,11 +31,14 @@ from lympho.data import (IMAGE_SUFFIXES, UNKNOWN_LABEL, CohortError, Patient, ag
 from lympho.evaluation import cross_validate
 from lympho.evaluation import operating_point as _operating_point
 from lympho.evaluation import threshold_for_sensitivity as _threshold_for_sensitivity
+from lympho.model_format import (LEGACY_PIPELINE_FILE, PIPELINE_FILE, ModelError, load_legacy_pipeline,
+                                  load_pipeline, save_pipeline)
 from lympho.experiment import (ExperimentConfig, StageProgress, cohort_summary, design_matrix,
                                encoder_record, instance_bags, versions, write_json_atomic)
 from lympho.models.classifiers import make_pipeline
 
-MODEL_FORMAT = 1
+#: 2: the pipeline in skops (safe); 1: a joblib pickle, loaded only when trusted.
+MODEL_FORMAT = 2
 #: Chosen by 20 x repeated 3-fold cross-validation on the real cohort
 #: (benchmarks/model_selection.py, figures in the README): the best configuration that
 #: needs no downloaded weights.
@@ -43,8 +47,6 @@ RECOMMENDED = ExperimentConfig(features="clinical", classifier="xgboost", imbala
 MAX_LYMPH_COUNT = 1000.0
 
 
-class ModelError(RuntimeError):
-    """A model directory that is missing, incomplete or damaged."""
 
 
 @dataclass
@@ -124,23 +126,51 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _lock(directory: Path) -> FileLock:
+    """The lock every save (and a load that finds a save half done) takes: beside the model
+    directory, so it works for a directory that does not exist yet."""
+    return FileLock(directory.with_name(f".{directory.name}.lock"), timeout=120)
+
+
+def _previous(directory: Path) -> Path:
+    return directory.with_name(f".{directory.name}.previous")
+
+
+def _repair(directory: Path) -> None:
+    """Under the lock: finish what a killed save left. Its staging folders are deleted; a
+    previous model moved aside but not yet replaced is put back."""
+    for staging in directory.parent.glob(f".{directory.name}.staging-*"):
+        shutil.rmtree(staging, ignore_errors=True)
+    previous = _previous(directory)
+    if previous.is_dir():
+        if directory.exists():
+            shutil.rmtree(previous)
+        else:
+            os.replace(previous, directory)
+
+
 def save_model(model: TrainedModel, directory: Path | str) -> Path:
-    """Write the model; an existing directory is replaced only if it is a model directory."""
+    """Write the model; an existing directory is replaced only if it is a model directory.
+    Concurrent saves to one directory take turns; each leaves a complete model."""
     directory = Path(directory)
-    if directory.exists() and not (directory / "model.json").is_file():
-        if not directory.is_dir() or any(directory.iterdir()):
-            raise ModelError(f"{directory}: exists and is not a lympho model directory; not overwriting it")
     directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    joblib.dump(model.pipeline, staging / "pipeline.joblib")
-    write_json_atomic(staging / "model.json", {**model.meta, "sha256": _sha256(staging / "pipeline.joblib")})
-    if directory.exists():
-        old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-        os.replace(directory, old)
-        os.replace(staging, directory)
-        shutil.rmtree(old)
-    else:
-        os.replace(staging, directory)
+    with _lock(directory):
+        _repair(directory)
+        if directory.exists() and not (directory / "model.json").is_file():
+            if not directory.is_dir() or any(directory.iterdir()):
+                raise ModelError(f"{directory}: exists and is not a lympho model directory; not overwriting it")
+        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.staging-", dir=directory.parent))
+        try:
+            pipeline = save_pipeline(model.pipeline, staging)
+            write_json_atomic(staging / "model.json", {**model.meta, "format": MODEL_FORMAT,
+                                                       "pipeline": PIPELINE_FILE, "sha256": _sha256(pipeline)})
+            if directory.exists():
+                os.replace(directory, _previous(directory))
+            os.replace(staging, directory)
+            shutil.rmtree(_previous(directory), ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     return directory
 
 
@@ -148,6 +178,9 @@ def read_model_meta(directory: Path | str) -> tuple[dict, ExperimentConfig]:
     """A model directory's ``model.json`` and config, checked; any problem is a ModelError."""
     directory = Path(directory)
     meta_path = directory / "model.json"
+    if not directory.is_dir() and _previous(directory).is_dir():  # a save in progress, or killed
+        with _lock(directory):
+            _repair(directory)
     if not directory.is_dir():
         raise ModelError(f"{directory}: model directory not found (train one with `python -m lympho train`)")
     try:
@@ -156,7 +189,7 @@ def read_model_meta(directory: Path | str) -> tuple[dict, ExperimentConfig]:
         raise ModelError(f"{meta_path}: missing; {directory} is not a lympho model directory") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ModelError(f"{meta_path}: damaged ({err})") from None
-    if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") not in (1, MODEL_FORMAT):
         raise ModelError(f"{meta_path}: unsupported model format")
     try:
         config = ExperimentConfig.from_dict(meta["config"])
@@ -167,14 +200,18 @@ def read_model_meta(directory: Path | str) -> tuple[dict, ExperimentConfig]:
     return meta, config
 
 
-def load_model(directory: Path | str) -> TrainedModel:
+def load_model(directory: Path | str, trust_pickle: bool = False) -> TrainedModel:
+    """Load a model directory without running anything from it. An old-format model (a
+    pickle) is refused unless ``trust_pickle``: only for a model from a trusted source."""
     meta, config = read_model_meta(directory)
-    pipeline_path = Path(directory) / "pipeline.joblib"
+    legacy = meta["format"] == 1
+    pipeline_path = Path(directory) / (LEGACY_PIPELINE_FILE if legacy else PIPELINE_FILE)
     if not pipeline_path.is_file():
         raise ModelError(f"{pipeline_path}: missing")
     if _sha256(pipeline_path) != meta.get("sha256"):
         raise ModelError(f"{pipeline_path}: damaged (checksum does not match model.json)")
-    return TrainedModel(config, joblib.load(pipeline_path), meta)
+    pipeline = load_legacy_pipeline(pipeline_path, trust_pickle) if legacy else load_pipeline(pipeline_path)
+    return TrainedModel(config, pipeline, meta)
 
 
 def _user_number(value, field: str, label: str) -> float:

@@ -86,6 +86,16 @@ class _MLP(torch.nn.Module):
             torch.nn.init.uniform_(layer.weight, -bound, bound, generator=generator)
             torch.nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
 
+    @classmethod
+    def from_arrays(cls, arrays: dict, dropout: float) -> "_MLP":
+        """The network whose ``state_dict`` is ``arrays`` (numpy), in eval mode."""
+        weights = [arrays[f"layers.{i}.weight"] for i in range(len(arrays) // 2)]
+        hidden = tuple(w.shape[0] for w in weights[:-1])
+        network = cls(weights[0].shape[1], hidden, dropout, torch.Generator())
+        network.load_state_dict({name: torch.from_numpy(np.array(value, dtype=np.float32))
+                                 for name, value in arrays.items()})
+        return network.eval()
+
     def forward(self, x, generator=None):
         """Logits for ``x``; dropout is applied only when a generator is given (training)."""
         for layer in self.layers[:-1]:
@@ -167,6 +177,19 @@ class TorchMLPClassifier(_BinaryClassifier):
                 optimizer.step()
         self.model_.eval()
 
+    def __getstate__(self):
+        """Plain types only, for the safe model format: the network as its weight arrays."""
+        state = dict(super().__getstate__())  # object.__getstate__ returns __dict__ itself
+        if "model_" in state:
+            state["model_"] = {name: value.detach().cpu().numpy() for name, value in self.model_.state_dict().items()}
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        if isinstance(state.get("model_"), dict):
+            state["model_"] = _MLP.from_arrays(state["model_"], state["dropout"])
+        super().__setstate__(state)
+
     def decision_function(self, X):
         """Logit of the positive class (``classes_[1]``)."""
         check_is_fitted(self)
@@ -231,6 +254,23 @@ class XGBoostClassifier(_BinaryClassifier):
         weights = _balanced_weights(self.class_weight, y_index, sample_weight)
         self.model_.fit(X, y_index, sample_weight=weights)
         return self
+
+    def __getstate__(self):
+        """Plain types only, for the safe model format: the booster as XGBoost's own JSON."""
+        state = dict(super().__getstate__())  # object.__getstate__ returns __dict__ itself
+        if "model_" in state:
+            state["model_"] = {"params": {k: v for k, v in self.model_.get_params().items()
+                                          if isinstance(v, (int, float, str, bool, type(None)))},
+                               "json": self.model_.get_booster().save_raw("json").decode()}
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        saved = state.get("model_")
+        if isinstance(saved, dict):
+            state["model_"] = XGBClassifier(**saved["params"])
+            state["model_"].load_model(bytearray(saved["json"].encode()))
+        super().__setstate__(state)
 
     def predict_proba(self, X):
         """Probabilities for ``classes_``, shape (n_samples, 2)."""
