@@ -21,14 +21,14 @@ from lympho import reports
 from lympho.data import (REFERENCE_DATE, SPLITS, CohortError, default_cache_dir, overview, parse_dob,
                          resolve_cohort, write_text_atomic)
 from lympho.encoders import ENCODERS, PRECISIONS, WEIGHTS, WeightsUnavailable
-from lympho.evaluation import METRICS
+from lympho.evaluation import HEADLINE, METRICS, format_estimate
 from lympho.experiment import (FEATURE_SETS, TABLE2_ROWS, ExperimentConfig, ablation_table,
                                make_extractor, run_ablation, run_experiment, table2_layout, write_json_atomic)
 from lympho.models import CLASSIFIERS, IMBALANCE
 from lympho.pooling import POOLINGS
 from lympho.runstore import RunStore, display_name, tracker_table
-from lympho.scoring import (RECOMMENDED, ModelError, instance_scores, load_model, make_patient, save_model,
-                            score_patient, train_model)
+from lympho.scoring import (RECOMMENDED, TARGET_SENSITIVITY, THRESHOLD_REPEATS, ModelError, instance_scores,
+                            load_model, make_patient, save_model, score_patient, train_model)
 from lympho.uploads import save_uploads
 
 CONFIG_OPTIONS = {  # option -> (type, choices); None means "keep the base config's value"
@@ -115,6 +115,21 @@ def summary_line(summary: dict) -> str:
     return "  ".join(f"{m}={summary[m]['mean']:.3f}±{summary[m]['std']:.3f}" for m in METRICS)
 
 
+def headline_lines(estimates: dict) -> list[str]:
+    """The headline metrics with their intervals, worded as everywhere else (format_estimate)."""
+    return [f"{m}: {format_estimate(estimates, m)}" for m in HEADLINE]
+
+
+def operating_point_lines(point: dict) -> list[str]:
+    """A model's decision threshold, how it was chosen, and what it reaches out of fold."""
+    how = (f"chosen for sensitivity {point['target_sensitivity']:.2f}" if point.get("target_sensitivity")
+           else "fixed")
+    lines = [f"decision: malignant when probability >= {point['threshold']:.3f} ({how})"]
+    if point.get("estimate"):
+        lines += [f"  {line}" for line in headline_lines(point["estimate"])]
+    return lines
+
+
 def cmd_evaluate(args) -> None:
     cohort = load(args)
     config = config_from(args, RECOMMENDED)
@@ -122,7 +137,9 @@ def cmd_evaluate(args) -> None:
     run_id = RunStore(cache_dir_of(args) / "runs").save(run)
     print(f"{run['label']}  ({'synthetic demo' if cohort.synthetic else cohort.name})")
     print(fold_table(run["folds"]).to_string(index=False, float_format="%.3f"))
-    print("mean±std: " + summary_line(run["summary"]))
+    print("mean ± std over folds (sample std, ddof=1): " + summary_line(run["summary"]))
+    print(f"at threshold {run['summary']['threshold']:g} (malignant when probability >= threshold):")
+    print("\n".join(headline_lines(run["summary"]["headline"])))
     print(f"run stored as {run_id}")
     if args.json:
         write_json_atomic(args.json, {k: run[k] for k in ("config", "cohort", "folds", "summary")})
@@ -188,18 +205,34 @@ def describe_encoder(record: dict) -> str:
 def cmd_train(args) -> None:
     cohort = load(args)
     config = config_from(args, RECOMMENDED)
-    model = train_model(cohort, config, cache_dir_of(args), ProgressBars())
+    model = train_model(cohort, config, cache_dir_of(args), ProgressBars(), sensitivity=args.sensitivity,
+                        threshold=args.threshold, threshold_repeats=args.threshold_repeats)
     save_model(model, args.out)
     print(f"trained {model.meta['label']} on {len(cohort.labelled())} patients -> {args.out}")
+    print("\n".join(operating_point_lines(model.meta["operating_point"])))
+
+
+def chosen_threshold(model, args) -> float:
+    """``--threshold``, else the threshold for ``--sensitivity``, else the model's stored one."""
+    if args.sensitivity is not None:
+        return model.threshold_for_sensitivity(args.sensitivity)
+    return model.threshold if args.threshold is None else args.threshold
 
 
 def cmd_predict(args) -> None:
+    if args.split == "train" and not args.in_sample:
+        raise ValueError("--split train predicts the patients the model was trained on: in-sample "
+                         "predictions, far better than on new patients. Pass --in-sample to write them "
+                         "anyway; for honest figures use `python -m lympho evaluate`.")
     model = load_model(args.model, trust_pickle=args.trust_pickle)
     cohort = load(args)
-    predictions = model.predict(cohort.select(args.split), cache_dir_of(args), ProgressBars())
+    threshold = chosen_threshold(model, args)
+    predictions = model.predict(cohort.select(args.split), cache_dir_of(args), ProgressBars(), threshold)
     write_text_atomic(args.out, reports.submission_csv(predictions) if args.kaggle
                       else reports.csv_text(predictions))
-    print(f"wrote {len(predictions)} predictions ({args.split}) -> {args.out}")
+    note = " (IN-SAMPLE: the model was trained on these patients)" if args.split == "train" else ""
+    print(f"wrote {len(predictions)} predictions ({args.split}){note}, malignant when probability >= "
+          f"{threshold:.3f} -> {args.out}")
 
 
 def patient_images(source: Path, scratch: Path) -> Path | list[Path]:
@@ -214,7 +247,7 @@ def patient_images(source: Path, scratch: Path) -> Path | list[Path]:
 def cmd_score(args) -> None:
     model = load_model(args.model, trust_pickle=args.trust_pickle)
     dob = parse_dob(args.dob) if args.dob else None
-    threshold = model.threshold_for_sensitivity(args.sensitivity) if args.sensitivity else args.threshold
+    threshold = chosen_threshold(model, args)
     with tempfile.TemporaryDirectory() as scratch:
         patient = make_patient(patient_images(args.images, Path(scratch)), args.gender, args.lymph_count,
                                age=args.age, dob=dob)
@@ -288,6 +321,14 @@ def cmd_runs_export(args) -> None:
     print(f"exported {len(runs)} run(s) -> {args.out}")
 
 
+def add_threshold_options(parser: argparse.ArgumentParser) -> None:
+    point = parser.add_mutually_exclusive_group()
+    point.add_argument("--threshold", type=float, help="decision threshold: malignant when probability >= it "
+                       "(default: the model's stored threshold)")
+    point.add_argument("--sensitivity", type=float, help="use the threshold for this out-of-fold sensitivity "
+                       "on the training patients (median over the model's cross-validation repeats)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m lympho",
@@ -325,6 +366,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_options(train)
     add_config_options(train, RECOMMENDED)
     train.add_argument("--out", type=Path, required=True, help="model directory to write")
+    point = train.add_mutually_exclusive_group()
+    point.add_argument("--sensitivity", type=float, default=TARGET_SENSITIVITY,
+                       help=f"store the threshold for this out-of-fold sensitivity, chosen from "
+                            f"--threshold-repeats repeats (default {TARGET_SENSITIVITY})")
+    point.add_argument("--threshold", type=float, help="store this fixed threshold instead")
+    train.add_argument("--threshold-repeats", type=int, default=THRESHOLD_REPEATS,
+                       help=f"cross-validation repeats to choose and check the threshold (default {THRESHOLD_REPEATS})")
     train.set_defaults(run=cmd_train)
 
     predict = commands.add_parser("predict", help="predict a split of a cohort")
@@ -334,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--split", choices=tuple(SPLITS), default="test")
     predict.add_argument("--out", type=Path, required=True, help="CSV: ID,probability,prediction")
     predict.add_argument("--kaggle", action="store_true", help="write the challenge's Id,Predicted")
+    predict.add_argument("--in-sample", action="store_true",
+                         help="allow --split train (in-sample predictions of the training patients)")
+    add_threshold_options(predict)
     predict.set_defaults(run=cmd_predict)
 
     score = commands.add_parser("score", help="score one patient from a folder of images")
@@ -343,12 +394,10 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--gender", required=True, help="M or F")
     born = score.add_mutually_exclusive_group(required=True)
     born.add_argument("--dob", help="date of birth: M/D/YYYY, DD-MM-YYYY or YYYY-MM-DD")
-    born.add_argument("--age", type=float, help="age in years")
+    born.add_argument("--age", type=float, help=f"age today in years; converted to the model's age at "
+                      f"{REFERENCE_DATE} (the age minus the years since then)")
     score.add_argument("--lymph-count", required=True, help="lymphocytes, x10^9/L")
-    point = score.add_mutually_exclusive_group()
-    point.add_argument("--threshold", type=float, default=0.5, help="decision threshold (default 0.5)")
-    point.add_argument("--sensitivity", type=float,
-                       help="use the threshold reaching this out-of-fold sensitivity on the training patients")
+    add_threshold_options(score)
     score.add_argument("--report", type=Path, help="write a one-page HTML report here")
     score.add_argument("--cache-dir", type=Path)
     score.set_defaults(run=cmd_score)

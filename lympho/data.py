@@ -130,6 +130,15 @@ def clinical_names(log_count: bool = True) -> list[str]:
     return ["age", "male", "log_lymph_count" if log_count else "lymph_count"]
 
 
+#: Design-matrix columns that are categorical (binary): never interpolated by SMOTE.
+CATEGORICAL_NAMES = ("male",)
+
+
+def categorical_columns(names: list[str]) -> list[int]:
+    """Indices of the categorical columns (:data:`CATEGORICAL_NAMES`) among ``names``."""
+    return [i for i, name in enumerate(names) if name in CATEGORICAL_NAMES]
+
+
 def parse_dob(text: str, path=None, line=None) -> date:
     """Parse a date of birth in any format found in the challenge files."""
     for fmt in DATE_FORMATS:
@@ -142,7 +151,20 @@ def parse_dob(text: str, path=None, line=None) -> date:
 
 
 def age_at_reference(dob: date) -> float:
+    """Age in years at :data:`REFERENCE_DATE`: the one age quantity the models use."""
     return (REFERENCE_DATE - dob).days / 365.25
+
+
+def years_since_reference(today: date) -> float:
+    """Years from :data:`REFERENCE_DATE` to ``today`` (negative before it)."""
+    return (today - REFERENCE_DATE).days / 365.25
+
+
+def age_today_to_reference(age_today: float, today: date | None = None) -> float:
+    """The model's age (at :data:`REFERENCE_DATE`) of a patient ``age_today`` years old on
+    ``today`` (default: the current date): what a user types is today's age, about 7 years
+    more than the age the cohort's patients were given."""
+    return age_today - years_since_reference(date.today() if today is None else today)
 
 
 def parse_gender(text: str, path=None, line=None) -> str:

@@ -18,7 +18,8 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from lympho.data import Cohort, Patient, clinical_matrix, clinical_names, write_text_atomic
+from lympho.data import (Cohort, Patient, categorical_columns, clinical_matrix, clinical_names,
+                         write_text_atomic)
 from lympho.encoders import ENCODERS, PRECISIONS, WEIGHTS, uses_torchvision_options
 from lympho.evaluation import METRICS, cross_validate
 from lympho.features import FeatureExtractor, Preprocessing
@@ -114,6 +115,12 @@ def design_matrix(patients: Sequence[Patient], config: ExperimentConfig,
     return np.hstack(blocks), names
 
 
+def config_pipeline(config: ExperimentConfig, names: Sequence[str]):
+    """``config``'s unfitted pipeline for a design matrix with columns ``names`` (SMOTE-NC
+    keeps its categorical columns categorical)."""
+    return make_pipeline(config.classifier, config.imbalance, config.seed, categorical_columns(list(names)))
+
+
 def instance_bags(patients: Sequence[Patient], config: ExperimentConfig, cache_dir: Path | None,
                   progress: StageProgress | None = None) -> list[np.ndarray] | None:
     if not config.uses_images:
@@ -141,10 +148,10 @@ def run_experiment(cohort: Cohort, config: ExperimentConfig, cache_dir: Path | N
     patients = cohort.labelled()
     if bags is None:
         bags = instance_bags(patients, config, cache_dir, progress)
-    X, _ = design_matrix(patients, config, bags)
+    X, names = design_matrix(patients, config, bags)
     y = np.array([p.label for p in patients])
     on_fold = (lambda done, total: progress("folds", done, total)) if progress else None
-    result = cross_validate(make_pipeline(config.classifier, config.imbalance, config.seed), X, y,
+    result = cross_validate(config_pipeline(config, names), X, y,
                             [p.id for p in patients], folds=config.folds, repeats=config.repeats,
                             seed=config.seed, progress=on_fold)
     return {

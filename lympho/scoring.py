@@ -26,16 +26,15 @@ from filelock import FileLock
 import numpy as np
 import pandas as pd
 
-from lympho.data import (IMAGE_SUFFIXES, UNKNOWN_LABEL, CohortError, Patient, age_at_reference, check_image,
-                         list_images, parse_gender, parse_lymph_count)
-from lympho.evaluation import cross_validate
+from lympho.data import (IMAGE_SUFFIXES, REFERENCE_DATE, UNKNOWN_LABEL, CohortError, Patient, age_at_reference,
+                         age_today_to_reference, check_image, list_images, parse_gender, parse_lymph_count)
+from lympho.evaluation import cross_validate, oof_estimates, threshold_from_repeats
 from lympho.evaluation import operating_point as _operating_point
 from lympho.evaluation import threshold_for_sensitivity as _threshold_for_sensitivity
 from lympho.model_format import (LEGACY_PIPELINE_FILE, PIPELINE_FILE, ModelError, load_legacy_pipeline,
                                   load_pipeline, save_pipeline)
-from lympho.experiment import (ExperimentConfig, StageProgress, cohort_summary, design_matrix,
+from lympho.experiment import (ExperimentConfig, StageProgress, cohort_summary, config_pipeline, design_matrix,
                                encoder_record, instance_bags, versions, write_json_atomic)
-from lympho.models.classifiers import make_pipeline
 
 #: 2: the pipeline in skops (safe); 1: a joblib pickle, loaded only when trusted.
 MODEL_FORMAT = 2
@@ -55,10 +54,17 @@ class TrainedModel:
     pipeline: object
     meta: dict
 
+    @property
+    def threshold(self) -> float:
+        """The model's stored decision threshold (0.5 for a model saved without one)."""
+        return float((self.meta.get("operating_point") or {}).get("threshold", 0.5))
+
     def predict(self, patients: Sequence[Patient], cache_dir: Path | None = None,
-                progress: StageProgress | None = None, threshold: float = 0.5) -> pd.DataFrame:
+                progress: StageProgress | None = None, threshold: float | None = None) -> pd.DataFrame:
         """``id, probability, prediction`` per patient, ``prediction`` being
-        ``probability >= threshold`` everywhere (CLI, scoring, dashboard); labels are never read."""
+        ``probability >= threshold`` everywhere (CLI, scoring, dashboard); labels are never read.
+        ``threshold`` defaults to the model's stored one (:attr:`threshold`)."""
+        threshold = self.threshold if threshold is None else threshold
         unlabelled = [dataclasses.replace(p, label=UNKNOWN_LABEL) for p in patients]
         bags = instance_bags(unlabelled, self.config, cache_dir, progress)
         X, _ = design_matrix(unlabelled, self.config, bags)
@@ -66,60 +72,98 @@ class TrainedModel:
         return pd.DataFrame({"id": [p.id for p in unlabelled], "probability": probability,
                              "prediction": (probability >= threshold).astype(int)})
 
-    def _oof(self) -> tuple[np.ndarray, np.ndarray]:
+    def _oof(self) -> pd.DataFrame:
         oof = self.meta.get("oof")
         if not oof:
             reason = self.meta.get("oof_unavailable") or "the model was saved without them"
             raise ModelError(f"this model has no out-of-fold predictions to choose a threshold from "
                              f"({reason})")
-        return np.asarray(oof["y_true"], dtype=int), np.asarray(oof["probability"], dtype=float)
+        frame = pd.DataFrame(oof)
+        if "id" not in frame:  # saved before repeats were kept: one repeat, rows in patient order
+            frame = frame.assign(id=np.arange(len(frame)), repeat=1)
+        return frame
 
     def threshold_for_sensitivity(self, target: float) -> float:
-        """The highest threshold whose out-of-fold sensitivity on the training patients
-        reaches ``target`` (0 < target <= 1). An estimate from one cross-validation on a
-        small cohort: new patients may fall short of it."""
-        if not 0 < target <= 1:
-            raise ValueError(f"target sensitivity must be in (0, 1], got {target}")
-        y_true, probability = self._oof()
-        return _threshold_for_sensitivity(y_true, probability, target)
+        """The threshold for out-of-fold sensitivity ``target`` (0 < target <= 1) on the
+        training patients: the median over the stored repeats of each repeat's threshold
+        (:func:`lympho.evaluation.threshold_from_repeats`; one repeat in older models)."""
+        return self.operating_point_estimate(sensitivity=target)["threshold"]
+
+    def operating_point_estimate(self, threshold: float | None = None, sensitivity: float | None = None) -> dict:
+        """What a decision rule reaches on the training patients, out of fold, with intervals.
+
+        With ``sensitivity``: the threshold chosen from the stored repeats for that target
+        and its leave-one-repeat-out estimate. Otherwise ``threshold`` (default: the
+        stored one) and :func:`lympho.evaluation.oof_estimates` at it (a fixed threshold is
+        not chosen on these predictions). Returns ``threshold, target_sensitivity,
+        estimate`` (``estimate`` formats with :func:`lympho.evaluation.format_estimate`).
+        """
+        oof = self._oof()
+        if sensitivity is not None:
+            if not 0 < sensitivity <= 1:
+                raise ValueError(f"target sensitivity must be in (0, 1], got {sensitivity}")
+            if oof["repeat"].nunique() > 1:
+                chosen = threshold_from_repeats(oof, sensitivity)
+                return {"threshold": chosen["threshold"], "target_sensitivity": sensitivity,
+                        "estimate": chosen["estimate"]}
+            threshold = min(_threshold_for_sensitivity(oof["y_true"], oof["probability"], sensitivity), 1.0)
+        threshold = self.threshold if threshold is None else float(threshold)
+        return {"threshold": threshold, "target_sensitivity": None, "estimate": oof_estimates(oof, threshold)}
 
     def operating_point(self, threshold: float) -> dict:
         """Out-of-fold ``threshold, sensitivity, specificity, balanced_accuracy,
         confusion_matrix`` on the training patients when ``probability >= threshold``
-        means malignant."""
-        y_true, probability = self._oof()
-        return _operating_point(y_true, probability, threshold)
+        means malignant (every stored repeat pooled; see :meth:`operating_point_estimate`
+        for intervals)."""
+        oof = self._oof()
+        return _operating_point(oof["y_true"], oof["probability"], threshold)
+
+
+#: The default operating point of a trained model: a screening tool must catch malignancy.
+TARGET_SENSITIVITY = 0.95
+#: Cross-validation repeats from which a trained model's threshold is chosen.
+THRESHOLD_REPEATS = 10
 
 
 def train_model(cohort, config: ExperimentConfig = RECOMMENDED, cache_dir: Path | None = None,
-                progress: StageProgress | None = None) -> TrainedModel:
-    """Fit ``config``'s pipeline on all labelled patients of ``cohort``.
+                progress: StageProgress | None = None, sensitivity: float | None = TARGET_SENSITIVITY,
+                threshold: float | None = None, threshold_repeats: int = THRESHOLD_REPEATS) -> TrainedModel:
+    """Fit ``config``'s pipeline on all labelled patients of ``cohort``, with its operating point.
 
-    Also cross-validates the same pipeline once (``config.folds`` folds, ``config.seed``)
-    on the same design matrix and keeps the out-of-fold probabilities in
-    ``meta["oof"] = {"y_true": [...], "probability": [...]}``, from which
-    :meth:`TrainedModel.threshold_for_sensitivity` picks an operating point. When a class
-    has fewer patients than folds, ``meta["oof"]`` is None and ``meta["oof_unavailable"]``
-    says why.
+    Also cross-validates the same pipeline ``threshold_repeats`` times (``config.folds``
+    folds, ``config.seed``) on the same design matrix and keeps the out-of-fold
+    probabilities in ``meta["oof"]`` (``repeat, fold, id, y_true, probability``). The
+    stored decision threshold, ``meta["operating_point"]``, is ``threshold`` when given,
+    else the one for sensitivity ``sensitivity`` chosen from the repeats
+    (:func:`lympho.evaluation.threshold_from_repeats`), with its honest estimate; with
+    neither, 0.5. When a class has fewer patients than folds, ``meta["oof"]`` is None,
+    ``meta["oof_unavailable"]`` says why and the threshold is ``threshold`` or 0.5.
     """
     patients = cohort.labelled()
     bags = instance_bags(patients, config, cache_dir, progress)
     X, names = design_matrix(patients, config, bags)
     y = np.array([p.label for p in patients])
-    pipeline = make_pipeline(config.classifier, config.imbalance, config.seed).fit(X, y)
+    pipeline = config_pipeline(config, names).fit(X, y)
     meta = {"format": MODEL_FORMAT, "config": config.to_dict(), "label": config.label(),
             "cohort": cohort_summary(cohort), "n_features": len(names),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": versions(),
             "encoder": encoder_record(config)}
     try:
-        result = cross_validate(make_pipeline(config.classifier, config.imbalance, config.seed), X, y,
-                                [p.id for p in patients], folds=config.folds, repeats=1, seed=config.seed)
+        result = cross_validate(config_pipeline(config, names), X, y, [p.id for p in patients],
+                                folds=config.folds, repeats=threshold_repeats, seed=config.seed)
     except ValueError as err:  # too few patients of a class for config.folds folds
-        meta |= {"oof": None, "oof_unavailable": str(err)}
-    else:
-        meta["oof"] = {"y_true": [int(v) for v in result.oof["y_true"]],
-                       "probability": [float(v) for v in result.oof["probability"]]}
-    return TrainedModel(config, pipeline, meta)
+        meta |= {"oof": None, "oof_unavailable": str(err),
+                 "operating_point": {"threshold": 0.5 if threshold is None else float(threshold),
+                                     "target_sensitivity": None, "estimate": None}}
+        return TrainedModel(config, pipeline, meta)
+    oof = result.oof[["repeat", "fold", "id", "y_true", "probability"]]
+    meta["oof"] = {column: oof[column].tolist() for column in oof}  # plain Python values
+    model = TrainedModel(config, pipeline, meta)
+    fixed = threshold is not None or sensitivity is None
+    meta["operating_point"] = model.operating_point_estimate(
+        threshold=(0.5 if threshold is None else threshold) if fixed else None,
+        sensitivity=None if fixed else sensitivity)
+    return model
 
 
 def _sha256(path: Path) -> str:
@@ -245,18 +289,31 @@ def model_catalog(directory: Path | str) -> tuple[list[tuple[Path, dict]], list[
 
 
 def make_patient(images: Path | str | Sequence[Path], gender: str, lymph_count: float | str,
-                 age: float | None = None, dob: date | None = None, patient_id: str = "patient") -> Patient:
+                 age: float | None = None, dob: date | None = None, patient_id: str = "patient",
+                 today: date | None = None) -> Patient:
     """A validated unlabelled patient from user input: a folder or a list of image files.
 
-    Refused with a :class:`CohortError`: an age outside 0-120 years, a lymphocyte count
-    that is not positive or above ``MAX_LYMPH_COUNT`` (x 10^9/L), an unknown gender, and
-    no or unreadable images.
+    Give ``dob`` (date of birth) or ``age``: the patient's age **today** in years (on
+    ``today``, default the current date), which is converted to the model's age at
+    :data:`~lympho.data.REFERENCE_DATE` (2020-01-01) by subtracting the years since then.
+    The patient's ``age`` is that age at the reference date.
+
+    Refused with a :class:`CohortError`: an age today outside 0-120 years, an age at the
+    reference date outside 0-120 (born after it), a lymphocyte count that is not positive
+    or above ``MAX_LYMPH_COUNT`` (x 10^9/L), an unknown gender, and no or unreadable images.
     """
     if (age is None) == (dob is None):
         raise CohortError("give exactly one of date of birth or age", field="age/dob")
-    age = age_at_reference(dob) if dob is not None else _user_number(age, "age", "age")
+    if dob is None:
+        age_today = _user_number(age, "age", "age")
+        if not 0 <= age_today <= 120:
+            raise CohortError(f"age today must be between 0 and 120 years, got {age_today:.1f}", field="age")
+        age = age_today_to_reference(age_today, today)
+    else:
+        age = age_at_reference(dob)
     if not 0 <= age <= 120:
-        raise CohortError(f"age must be between 0 and 120 years, got {age:.1f}", field="age")
+        raise CohortError(f"age at the reference date {REFERENCE_DATE} must be between 0 and 120 years, "
+                          f"got {age:.1f} (the models were trained on ages at that date)", field="age")
     count = parse_lymph_count(str(lymph_count))
     if count > MAX_LYMPH_COUNT:
         raise CohortError(f"lymphocyte count must be at most {MAX_LYMPH_COUNT:.0f} x10^9/L, got {count:g} "
@@ -282,14 +339,16 @@ def _check_threshold(threshold) -> float:
 
 
 def score_patient(model: TrainedModel, patient: Patient, cache_dir: Path | None = None,
-                  threshold: float = 0.5) -> dict:
-    """The patient's probability of malignancy and the decision ``probability >= threshold``.
+                  threshold: float | None = None) -> dict:
+    """The patient's probability of malignancy and the decision ``probability >= threshold``
+    (default: the model's stored threshold, :attr:`TrainedModel.threshold`).
 
     Keys: ``id, probability, prediction, threshold, n_images, model, gender, age,
-    lymph_count``. ``prediction`` is 1 (malignant) or 0 (reactive) at ``threshold``, which
-    may come from :meth:`TrainedModel.threshold_for_sensitivity`.
+    lymph_count``; ``age`` is the model's input, the age at the reference date 2020-01-01.
+    ``prediction`` is 1 (malignant) or 0 (reactive) at ``threshold``, which may come from
+    :meth:`TrainedModel.threshold_for_sensitivity`.
     """
-    threshold = _check_threshold(threshold)
+    threshold = _check_threshold(model.threshold if threshold is None else threshold)
     row = model.predict([patient], cache_dir, threshold=threshold).iloc[0]
     return {"id": patient.id, "probability": float(row["probability"]), "prediction": int(row["prediction"]),
             "threshold": threshold, "n_images": len(patient.images), "model": model.meta["label"],
