@@ -18,11 +18,11 @@ import pandas as pd
 from tqdm import tqdm
 
 from lympho import reports
-from lympho.data import (REFERENCE_DATE, SPLITS, CohortError, default_cache_dir, overview, parse_dob,
-                         resolve_cohort, write_text_atomic)
+from lympho.data import (REFERENCE_DATE, SPLITS, CacheError, CohortError, default_cache_dir, overview, parse_dob,
+                         resolve_cohort, usable_cache_dir, write_text_atomic)
 from lympho.encoders import ENCODERS, PRECISIONS, WEIGHTS, WeightsUnavailable
 from lympho.evaluation import HEADLINE, METRICS, format_estimate
-from lympho.experiment import (FEATURE_SETS, TABLE2_ROWS, ExperimentConfig, ablation_table,
+from lympho.experiment import (FEATURE_SETS, TABLE2_ROWS, ExperimentConfig, ablation_table, cohort_summary,
                                make_extractor, run_ablation, run_experiment, table2_layout, write_json_atomic)
 from lympho.models import CLASSIFIERS, IMBALANCE
 from lympho.pooling import POOLINGS
@@ -51,7 +51,7 @@ class ProgressBars:
         self.bars: dict[str, tqdm] = {}
 
     def __call__(self, stage: str, done: int, total: int) -> None:
-        unit = {"extract": "img", "folds": "fold"}.get(stage, "it")
+        unit = {"extract": "img", "folds": "fold", "fits": "fit"}.get(stage, "it")
         bar = self.bars.get(stage)
         if bar is None or bar.total != total:
             bar = self.bars[stage] = tqdm(total=total, desc=stage, unit=unit, file=sys.stderr, leave=False)
@@ -94,7 +94,8 @@ def config_from(args, base: ExperimentConfig) -> ExperimentConfig:
 
 
 def cache_dir_of(args) -> Path:
-    return args.cache_dir or default_cache_dir()
+    """The cache directory, created and checked writable (a one-line error naming it if not)."""
+    return usable_cache_dir(args.cache_dir or default_cache_dir())
 
 
 def load(args):
@@ -266,6 +267,50 @@ def run_store_of(args) -> RunStore:
     return RunStore(cache_dir_of(args) / "runs")
 
 
+def cmd_select(args) -> None:
+    from lympho.selection import candidates_table, config_candidates, default_grid, nested_cv
+
+    cohort = load(args)
+    grid = [dataclasses.replace(config, seed=args.seed) for config in default_grid(args.images)
+            if config.classifier in (args.classifiers or CLASSIFIERS)
+            and config.imbalance in (args.imbalances or IMBALANCE)]
+    bars = ProgressBars()
+    candidates, y = config_candidates(cohort, grid, cache_dir_of(args), bars)
+    result = nested_cv(candidates, y, outer_folds=args.outer_folds, outer_repeats=args.outer_repeats,
+                       inner_folds=args.inner_folds, inner_repeats=args.inner_repeats, seed=args.seed,
+                       progress=lambda done, total: bars("fits", done, total))
+    print("\n".join(selection_report(result, cohort)))
+    print(candidates_table(result).to_string(index=False, float_format="%.3f"))
+    if args.json:
+        write_json_atomic(args.json, {"cohort": cohort_summary(cohort), **result})
+
+
+def selection_report(result: dict, cohort) -> list[str]:
+    """The nested and the naive estimate side by side, with the settings they come from."""
+    settings, nested, naive = result["settings"], result["nested"], result["naive"]
+    metric = settings["metric"]
+    design = (f"outer {settings['outer_repeats']} x {settings['outer_folds']}-fold CV, inner "
+              f"{settings['inner_repeats']} x {settings['inner_folds']}-fold CV, seed {settings['seed']}")
+    lines = [f"{'synthetic demo' if cohort.synthetic else cohort.name}: {settings['n_patients']} labelled patients, "
+             f"{settings['n_candidates']} candidates, {design}; malignant when probability >= {settings['threshold']:g}",
+             "", f"NESTED estimate (the whole choose-the-best procedure, chosen inside each outer training fold):"]
+    lines += [f"  {metric} over outer splits: " + split_line(nested["score"])]
+    lines += [f"  {m}: {format_estimate(nested['estimates'], m)}" for m in HEADLINE]
+    lines += ["", f"NAIVE best-of-grid estimate ({naive['label']}, chosen and scored on the same outer splits):"]
+    lines += [f"  {metric} over outer splits: " + split_line(naive["score"])]
+    lines += [f"  {m}: {format_estimate(naive['estimates'], m)}" for m in HEADLINE]
+    lines += ["", f"optimism of the naive figure: {result['optimism']:+.3f} {metric}",
+              "inner-selection winners: " + ", ".join(f"{k} x{v}" for k, v in nested["chosen"].items()), "",
+              "candidates on the outer splits; paired differences to the best over the same splits "
+              "(Nadeau-Bengio corrected 95% CI) and the fraction of splits where each did at least as well:"]
+    return lines
+
+
+def split_line(score: dict) -> str:
+    return (f"mean {score['mean']:.3f}, std {score['std']:.3f} (ddof=1), corrected 95% CI "
+            f"{score['ci_low']:.3f}-{score['ci_high']:.3f}")
+
+
 def cmd_runs_list(args) -> None:
     runs = [r for r in run_store_of(args).runs() if not args.tag or args.tag in r.get("tags", [])]
     if not runs:
@@ -402,6 +447,18 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--cache-dir", type=Path)
     score.set_defaults(run=cmd_score)
 
+    select = commands.add_parser("select", help="nested cross-validation of choosing the best configuration")
+    add_data_options(select)
+    select.add_argument("--images", action="store_true",
+                        help="add the random-initialisation resnet18 candidates (extracts features once)")
+    for name, default in (("outer-folds", 3), ("outer-repeats", 3), ("inner-folds", 3), ("inner-repeats", 2),
+                          ("seed", 0)):
+        select.add_argument(f"--{name}", type=int, default=default, help=f"default {default}")
+    select.add_argument("--classifiers", type=comma_list(CLASSIFIERS), help="only these (comma list)")
+    select.add_argument("--imbalances", type=comma_list(IMBALANCE), help="only these (comma list)")
+    select.add_argument("--json", type=Path, help="write the full result here")
+    select.set_defaults(run=cmd_select)
+
     runs = commands.add_parser("runs", help="the run tracker: list, show, tag, note, rename, delete, export")
     runs = runs.add_subparsers(dest="action", required=True)
     listing = runs.add_parser("list", help="every stored run, metrics first, differing parameters only")
@@ -440,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (CohortError, ModelError, WeightsUnavailable, ValueError) as err:
+    except (CohortError, ModelError, WeightsUnavailable, ValueError, CacheError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

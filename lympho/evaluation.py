@@ -145,6 +145,12 @@ def _repeat_averaged(y, decided, weights) -> dict:
     return {metric: values.mean(axis=-1) for metric, values in _count_metrics(**counts).items()}
 
 
+def count_metrics(y, decided) -> dict:
+    """:data:`COUNT_METRICS` of one set of 0/1 decisions (floats; NaN where undefined)."""
+    return {m: float(v[0]) for m, v in _repeat_averaged(np.asarray(y, dtype=int), np.atleast_2d(decided),
+                                                        np.ones((1, len(y)))).items()}
+
+
 def decision_estimates(y, decided, *, folds=0, method="bootstrap over patients of the out-of-fold predictions",
                        n_boot=N_BOOTSTRAP, seed=0, level=CI_LEVEL, threshold=None) -> dict:
     """Point estimates and percentile-bootstrap intervals of :data:`COUNT_METRICS`.

@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 import diskcache
 import numpy as np
 
-from lympho.data import CohortError, Patient, read_image
+from lympho.data import CohortError, Patient, cache_error, read_image
 from lympho.encoders import Encoder, cache_key, describe, make_encoder
 
 PREPROCESSING_VERSION = 1
@@ -95,12 +95,15 @@ def _encode_files(encoder: Encoder, paths: Sequence[Path]) -> tuple[np.ndarray |
 
 
 def open_feature_cache(directory: Path) -> diskcache.Cache:
-    """Open the cache; an unreadable database is moved aside (kept, never deleted) and rebuilt."""
+    """Open the cache; an unreadable database is moved aside (kept, never deleted) and rebuilt.
+    A directory that cannot be created or written is a :class:`CacheError` naming it."""
     directory = Path(directory)
     try:
         cache = diskcache.Cache(directory)
         cache.get("__probe__")
         return cache
+    except (OSError, sqlite3.OperationalError) as err:  # not damage: read-only, locked, full
+        raise cache_error(directory, err) from None
     except sqlite3.DatabaseError:
         aside = directory.with_name(f"{directory.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
         os.replace(directory, aside)
@@ -158,6 +161,16 @@ class FeatureExtractor:
                     found[i] = vector
         return found
 
+    def _store(self, keys: list[str], vectors: np.ndarray) -> None:
+        """One batch in one transaction: after a crash or a full disk, the cache holds whole
+        batches only, and the next run extracts the rest."""
+        try:
+            with self.cache.transact():
+                for key, vector in zip(keys, vectors):
+                    self.cache.set(key, vector.astype(np.float32).tobytes())
+        except (OSError, sqlite3.OperationalError) as err:
+            raise cache_error(self.cache.directory, err) from None
+
     def _compute(self, paths: list[Path], on_batch: Callable[[list[int], np.ndarray], None]) -> None:
         if self.encoder.batched:
             self._compute_batched(paths, on_batch)
@@ -213,9 +226,7 @@ class FeatureExtractor:
             rows = [missing[i] for i in indices]
             features[rows] = batch_features
             if self.cache is not None:
-                with self.cache.transact():
-                    for row, vector in zip(rows, batch_features):
-                        self.cache.set(keys[row], vector.astype(np.float32).tobytes())
+                self._store([keys[row] for row in rows], batch_features)
             done += len(rows)
             if progress:
                 progress(done, len(paths))
