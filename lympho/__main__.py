@@ -19,7 +19,7 @@ from pathlib import Path
 # commands that use them (tests/test_cli_startup.py checks this).
 from lympho.data import (REFERENCE_DATE, SPLITS, CacheError, CohortError, default_cache_dir, overview, parse_dob,
                          resolve_cohort, usable_cache_dir, write_text_atomic)
-from lympho.encoders.torchvision import BACKBONES, PRECISIONS, WEIGHTS
+from lympho.encoders import ENCODERS, PRECISIONS, WEIGHTS
 from lympho.experiment import (FEATURE_SETS, RECOMMENDED, TABLE2_ROWS, TARGET_SENSITIVITY, THRESHOLD_REPEATS,
                                ExperimentConfig, write_json_atomic)
 from lympho.models import CLASSIFIERS, IMBALANCE
@@ -29,7 +29,7 @@ from lympho.pooling import POOLINGS
 #: (tests/test_cli_startup.py checks that the two agree).
 METRIC_NAMES = ("balanced_accuracy", "f1", "recall", "specificity", "precision", "roc_auc")
 CONFIG_OPTIONS = {  # option -> (type, choices); None means "keep the base config's value"
-    "features": (str, FEATURE_SETS), "backbone": (str, tuple(BACKBONES)), "weights": (str, WEIGHTS),
+    "features": (str, FEATURE_SETS), "encoder": (str, tuple(ENCODERS)), "weights": (str, WEIGHTS),
     "pooling": (str, tuple(POOLINGS)), "classifier": (str, CLASSIFIERS),
     "imbalance": (str, IMBALANCE), "precision": (str, PRECISIONS),
     "folds": (int, None), "repeats": (int, None), "seed": (int, None), "crop": (int, None),
@@ -71,7 +71,8 @@ def add_config_options(parser: argparse.ArgumentParser, base: ExperimentConfig,
     for name in names:
         kind, choices = CONFIG_OPTIONS[name]
         default = getattr(base, name)
-        parser.add_argument(f"--{name}", type=kind, choices=choices,
+        aliases = ("--backbone",) if name == "encoder" else ()  # the option's name before 2026-11
+        parser.add_argument(f"--{name}", *aliases, dest=name, type=kind, choices=choices,
                             help=f"default: {'none' if default is None else default}")
     if "features" in names:
         parser.add_argument("--raw-count", action="store_true", help="use the lymphocyte count unlogged")
@@ -223,7 +224,13 @@ def cmd_extract(args) -> None:
     stats = extractor.last_stats
     print(f"{stats['images']} images ({stats['extracted']} extracted, {stats['cached']} cached) in "
           f"{stats['seconds']:.1f} s: {stats['images_per_second']:.0f} img/s "
-          f"[{config.backbone}, {config.weights}, {extractor.precision}, {extractor.device}]")
+          f"[{describe_encoder(extractor.describe())}]")
+
+
+def describe_encoder(record: dict) -> str:
+    """``resnet18 v2, weights=none, device=cpu, precision=bf16, ...`` from an encoder record."""
+    details = (f"{k}={v}" for k, v in record.items() if k not in ("name", "version", "kind") and v is not None)
+    return f"{record['name']} v{record['version']}, " + ", ".join(details)
 
 
 def cmd_train(args) -> None:
@@ -438,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ablation = commands.add_parser("ablation", help="the report's Table 2, five rows")
     add_data_options(ablation)
-    add_config_options(ablation, ABLATION_BASE, ("backbone", "weights", "pooling", "imbalance", "folds",
+    add_config_options(ablation, ABLATION_BASE, ("encoder", "weights", "pooling", "imbalance", "folds",
                                                  "repeats", "seed", "precision", "crop"))
     ablation.add_argument("--feature-sets", type=comma_list(FEATURE_SETS),
                           help="custom grid: comma list of clinical,images,both")
@@ -450,7 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     extract = commands.add_parser("extract", help="fill the feature cache, report img/s")
     add_data_options(extract)
-    add_config_options(extract, EXTRACT_BASE, ("backbone", "weights", "precision", "crop"))
+    add_config_options(extract, EXTRACT_BASE, ("encoder", "weights", "precision", "crop"))
     extract.add_argument("--split", choices=(*SPLITS, "all"), default="all")
     extract.add_argument("--rehash", action="store_true", help="read and hash every image again, even those "
                          "whose size and modification time are unchanged since the last run")

@@ -21,9 +21,9 @@ import numpy as np
 # the classifiers and the cross-validation (scikit-learn, xgboost) are imported where used.
 from lympho.data import (Cohort, Patient, categorical_columns, clinical_matrix, clinical_names,
                          write_text_atomic)
-from lympho.encoders.torchvision import BACKBONES, PRECISIONS, WEIGHTS
+from lympho.encoders import ENCODERS, PRECISIONS, WEIGHTS, uses_torchvision_options
 from lympho.models import CLASSIFIERS, IMBALANCE
-from lympho.pooling import POOLINGS, pool_bags
+from lympho.pooling import POOLINGS, pool_bags, pooled_names
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,7 +40,7 @@ class ExperimentConfig:
     """Everything that determines a result; equal configs give identical numbers."""
 
     features: str = "both"
-    backbone: str = "resnet18"
+    encoder: str = "resnet18"
     weights: str = "imagenet"
     pooling: str = "mean"
     classifier: str = "mlp"
@@ -53,7 +53,7 @@ class ExperimentConfig:
     crop: int | None = None
 
     def __post_init__(self):
-        choices = {"features": FEATURE_SETS, "backbone": tuple(BACKBONES), "weights": WEIGHTS,
+        choices = {"features": FEATURE_SETS, "encoder": tuple(ENCODERS), "weights": WEIGHTS,
                    "pooling": tuple(POOLINGS), "classifier": CLASSIFIERS,
                    "imbalance": IMBALANCE, "precision": PRECISIONS}
         for name, allowed in choices.items():
@@ -61,6 +61,11 @@ class ExperimentConfig:
                 raise ValueError(f"{name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
         if self.folds < 2 or self.repeats < 1:
             raise ValueError(f"folds must be >= 2 and repeats >= 1, got {self.folds} and {self.repeats}")
+
+    @property
+    def backbone(self) -> str:
+        """Read-only alias of ``encoder`` (the field's name before 2026-11)."""
+        return self.encoder
 
     @property
     def uses_images(self) -> bool:
@@ -71,6 +76,10 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "ExperimentConfig":
+        """Inverse of :meth:`to_dict`; ``backbone`` (the field's name before 2026-11) is
+        read as ``encoder``."""
+        if "backbone" in values and "encoder" not in values:
+            values = {("encoder" if k == "backbone" else k): v for k, v in values.items()}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:
@@ -82,7 +91,9 @@ class ExperimentConfig:
 
     def label(self) -> str:
         """A short human name, e.g. ``MLP, clinical + resnet18/mean``."""
-        images = f"{self.backbone}/{self.pooling}" + ("" if self.weights == "imagenet" else f" ({self.weights})")
+        images = f"{self.encoder}/{self.pooling}"
+        if uses_torchvision_options(self.encoder) and self.weights != "imagenet":
+            images += f" ({self.weights})"
         parts = {"clinical": "clinical", "images": images, "both": f"clinical + {images}"}
         return f"{CLASSIFIER_NAMES[self.classifier]}, {parts[self.features]}"
 
@@ -102,7 +113,7 @@ def make_extractor(config: ExperimentConfig, cache_dir: Path | None, engine=None
     features are computed (None: this process; a :class:`lympho.distributed.RayEngine`)."""
     from lympho.features import FeatureExtractor, Preprocessing
 
-    return FeatureExtractor(config.backbone, config.weights, precision=config.precision,
+    return FeatureExtractor(config.encoder, config.weights, precision=config.precision,
                             preprocessing=Preprocessing(crop=config.crop), cache_dir=cache_dir,
                             engine=engine, rehash=rehash)
 
@@ -117,7 +128,7 @@ def design_matrix(patients: Sequence[Patient], config: ExperimentConfig,
     if config.uses_images:
         pooled = pool_bags(bags, config.pooling)
         blocks.append(pooled)
-        names += [f"{config.pooling}_{i}" for i in range(pooled.shape[1])]
+        names += pooled_names(make_extractor(config, None).encoder.feature_names, config.pooling)
     return np.hstack(blocks), names
 
 
@@ -135,6 +146,13 @@ def instance_bags(patients: Sequence[Patient], config: ExperimentConfig, cache_d
         return None
     on_extract = (lambda done, total: progress("extract", done, total)) if progress else None
     return make_extractor(config, cache_dir, engine).bags(patients, on_extract)
+
+
+def encoder_record(config: ExperimentConfig) -> dict | None:
+    """What produced the instance features: the encoder's name, code version and resolved
+    parameters (device type, precision, weights, seed, library versions); None when the
+    config uses no images. Stored in every run record and model."""
+    return make_extractor(config, None).describe() if config.uses_images else None
 
 
 def cohort_summary(cohort: Cohort) -> dict:
@@ -172,6 +190,7 @@ def run_record(cohort: Cohort, config: ExperimentConfig, result) -> dict:
         "cohort": cohort_summary(cohort), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "folds": result.folds, "summary": result.summary(),
         "oof": result.oof.to_dict(orient="list"), "versions": versions(),
+        "encoder": encoder_record(config),
     }
 
 

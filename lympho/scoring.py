@@ -32,8 +32,8 @@ from lympho.evaluation import cross_validate, oof_estimates, threshold_from_repe
 from lympho.evaluation import operating_point as _operating_point
 from lympho.evaluation import threshold_for_sensitivity as _threshold_for_sensitivity
 from lympho.experiment import (RECOMMENDED, TARGET_SENSITIVITY, THRESHOLD_REPEATS, ExperimentConfig, StageProgress,
-                               cohort_summary, config_pipeline, design_matrix, instance_bags, versions,
-                               write_json_atomic)
+                               cohort_summary, config_pipeline, design_matrix, encoder_record, instance_bags,
+                               versions, write_json_atomic)
 from lympho.model_format import (LEGACY_PIPELINE_FILE, PIPELINE_FILE, ModelError, load_legacy_pipeline,
                                   load_pipeline, save_pipeline)
 
@@ -139,7 +139,8 @@ def train_model(cohort, config: ExperimentConfig = RECOMMENDED, cache_dir: Path 
     pipeline = config_pipeline(config, names).fit(X, y)
     meta = {"format": MODEL_FORMAT, "config": config.to_dict(), "label": config.label(),
             "cohort": cohort_summary(cohort), "n_features": len(names),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": versions()}
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": versions(),
+            "encoder": encoder_record(config)}
     try:
         result = cross_validate(config_pipeline(config, names), X, y, [p.id for p in patients],
                                 folds=config.folds, repeats=threshold_repeats, seed=config.seed)

@@ -1,8 +1,10 @@
-"""Patient-level models: ``classifiers`` holds the tabular pipelines (SVM, MLP, XGBoost,
-logistic regression) with their imbalance handling.
+"""Patient-level models.
+
+- ``classifiers``: the tabular pipelines (SVM, MLP, XGBoost, logistic regression) with their
+  imbalance handling.
+
+This module imports no torch, scikit-learn or xgboost: the names below are cheap to list.
 """
 
-# The names live here, free of scikit-learn and torch, so the CLI and the configuration
-# can validate choices without importing the models themselves.
 CLASSIFIERS = ("svm", "mlp", "xgboost", "logreg")
 IMBALANCE = ("none", "weights", "smote")
