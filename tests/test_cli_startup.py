@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-HEAVY = ("torch", "torchvision", "sklearn", "xgboost", "imblearn", "plotly", "streamlit", "ray")
+HEAVY = ("torch", "torchvision", "sklearn", "xgboost", "imblearn", "pandas", "plotly", "streamlit", "ray")
 
 PROBE = """
 import runpy, sys
