@@ -218,7 +218,7 @@ def cmd_extract(args) -> None:
     cohort = load(args)
     config = config_from(args, EXTRACT_BASE)
     patients = cohort.select(args.split)
-    extractor = make_extractor(config, cache_dir_of(args), engine=engine_of(args), rehash=args.rehash)
+    extractor = make_extractor(config, cache_dir_of(args), engine_of(args), args.rehash, args.device)
     bars = ProgressBars()
     extractor.bags(patients, lambda done, total: bars("extract", done, total))
     stats = extractor.last_stats
@@ -459,6 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_options(extract)
     add_config_options(extract, EXTRACT_BASE, ("encoder", "weights", "precision", "crop"))
     extract.add_argument("--split", choices=(*SPLITS, "all"), default="all")
+    extract.add_argument("--device", default="auto", help="auto (CUDA when torch sees a GPU, else cpu), cpu, "
+                         "cuda or cuda:N; on a Ray cluster whose head has no GPU, pass cuda (and --precision bf16)")
     extract.add_argument("--rehash", action="store_true", help="read and hash every image again, even those "
                          "whose size and modification time are unchanged since the last run")
     add_engine_options(extract)

@@ -70,9 +70,13 @@ class _EncodeFiles:
 
     def __call__(self, batch: dict) -> dict:
         rows, dim = batch["row"], len(self.encoder.feature_names)
+        paths = [Path(path) for path in batch["path"]]
         try:
-            features = self.encoder.encode([self.encoder.load(Path(path)) for path in batch["path"]])
-            error = ""
+            if getattr(self.encoder, "decoder", "pil") == "device":  # as the local path: nvJPEG on a GPU
+                images = self.encoder.decode([self.encoder.read(path) for path in paths])
+            else:
+                images = [self.encoder.load(path) for path in paths]
+            features, error = self.encoder.encode(images), ""
         except CohortError as err:
             features, error = np.zeros((len(rows), dim), np.float32), str(err)
         return {"row": rows, "features": np.asarray(features, np.float32),
@@ -80,8 +84,7 @@ class _EncodeFiles:
 
 
 def _on_cuda(encoder) -> bool:
-    device = getattr(encoder, "device", None)
-    return getattr(device, "type", device) == "cuda"
+    return getattr(encoder, "device_type", "cpu") == "cuda"
 
 
 class RayEngine:

@@ -108,12 +108,13 @@ TARGET_SENSITIVITY = 0.95
 THRESHOLD_REPEATS = 10
 
 
-def make_extractor(config: ExperimentConfig, cache_dir: Path | None, engine=None, rehash: bool = False):
+def make_extractor(config: ExperimentConfig, cache_dir: Path | None, engine=None, rehash: bool = False,
+                   device: str = "auto"):
     """The cached feature extractor for ``config``'s images; ``engine``: where missing
     features are computed (None: this process; a :class:`lympho.distributed.RayEngine`)."""
     from lympho.features import FeatureExtractor, Preprocessing
 
-    return FeatureExtractor(config.encoder, config.weights, precision=config.precision,
+    return FeatureExtractor(config.encoder, config.weights, precision=config.precision, device=device,
                             preprocessing=Preprocessing(crop=config.crop), cache_dir=cache_dir,
                             engine=engine, rehash=rehash)
 
