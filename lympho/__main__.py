@@ -18,13 +18,13 @@ import pandas as pd
 from tqdm import tqdm
 
 from lympho import reports
-from lympho.data import (REFERENCE_DATE, SPLITS, CohortError, default_cache_dir, overview, parse_dob,
-                         resolve_cohort, write_text_atomic)
-from lympho.encoders.torchvision import BACKBONES, PRECISIONS, WEIGHTS, WeightsUnavailable
+from lympho.data import (REFERENCE_DATE, SPLITS, CacheError, CohortError, default_cache_dir, overview, parse_dob,
+                         resolve_cohort, usable_cache_dir, write_text_atomic)
+from lympho.encoders import ENCODERS, PRECISIONS, WEIGHTS, WeightsUnavailable
 from lympho.evaluation import HEADLINE, METRICS, format_estimate
 from lympho.experiment import (FEATURE_SETS, TABLE2_ROWS, ExperimentConfig, ablation_table, cohort_summary,
                                make_extractor, run_ablation, run_experiment, table2_layout, write_json_atomic)
-from lympho.models.classifiers import CLASSIFIERS, IMBALANCE
+from lympho.models import CLASSIFIERS, IMBALANCE
 from lympho.pooling import POOLINGS
 from lympho.runstore import RunStore, display_name, tracker_table
 from lympho.scoring import (RECOMMENDED, TARGET_SENSITIVITY, THRESHOLD_REPEATS, ModelError, instance_scores,
@@ -32,7 +32,7 @@ from lympho.scoring import (RECOMMENDED, TARGET_SENSITIVITY, THRESHOLD_REPEATS, 
 from lympho.uploads import save_uploads
 
 CONFIG_OPTIONS = {  # option -> (type, choices); None means "keep the base config's value"
-    "features": (str, FEATURE_SETS), "backbone": (str, tuple(BACKBONES)), "weights": (str, WEIGHTS),
+    "features": (str, FEATURE_SETS), "encoder": (str, tuple(ENCODERS)), "weights": (str, WEIGHTS),
     "pooling": (str, tuple(POOLINGS)), "classifier": (str, CLASSIFIERS),
     "imbalance": (str, IMBALANCE), "precision": (str, PRECISIONS),
     "folds": (int, None), "repeats": (int, None), "seed": (int, None), "crop": (int, None),
@@ -72,7 +72,8 @@ def add_config_options(parser: argparse.ArgumentParser, base: ExperimentConfig,
     for name in names:
         kind, choices = CONFIG_OPTIONS[name]
         default = getattr(base, name)
-        parser.add_argument(f"--{name}", type=kind, choices=choices,
+        aliases = ("--backbone",) if name == "encoder" else ()  # the option's name before 2026-11
+        parser.add_argument(f"--{name}", *aliases, dest=name, type=kind, choices=choices,
                             help=f"default: {'none' if default is None else default}")
     if "features" in names:
         parser.add_argument("--raw-count", action="store_true", help="use the lymphocyte count unlogged")
@@ -93,7 +94,8 @@ def config_from(args, base: ExperimentConfig) -> ExperimentConfig:
 
 
 def cache_dir_of(args) -> Path:
-    return args.cache_dir or default_cache_dir()
+    """The cache directory, created and checked writable (a one-line error naming it if not)."""
+    return usable_cache_dir(args.cache_dir or default_cache_dir())
 
 
 def load(args):
@@ -195,7 +197,13 @@ def cmd_extract(args) -> None:
     stats = extractor.last_stats
     print(f"{stats['images']} images ({stats['extracted']} extracted, {stats['cached']} cached) in "
           f"{stats['seconds']:.1f} s: {stats['images_per_second']:.0f} img/s "
-          f"[{config.backbone}, {config.weights}, {extractor.precision}, {extractor.device}]")
+          f"[{describe_encoder(extractor.describe())}]")
+
+
+def describe_encoder(record: dict) -> str:
+    """``resnet18 v2, weights=none, device=cpu, precision=bf16, ...`` from an encoder record."""
+    details = (f"{k}={v}" for k, v in record.items() if k not in ("name", "version", "kind") and v is not None)
+    return f"{record['name']} v{record['version']}, " + ", ".join(details)
 
 
 def cmd_train(args) -> None:
@@ -387,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ablation = commands.add_parser("ablation", help="the report's Table 2, five rows")
     add_data_options(ablation)
-    add_config_options(ablation, ABLATION_BASE, ("backbone", "weights", "pooling", "imbalance", "folds",
+    add_config_options(ablation, ABLATION_BASE, ("encoder", "weights", "pooling", "imbalance", "folds",
                                                  "repeats", "seed", "precision", "crop"))
     ablation.add_argument("--feature-sets", type=comma_list(FEATURE_SETS),
                           help="custom grid: comma list of clinical,images,both")
@@ -398,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     extract = commands.add_parser("extract", help="fill the feature cache, report img/s")
     add_data_options(extract)
-    add_config_options(extract, EXTRACT_BASE, ("backbone", "weights", "precision", "crop"))
+    add_config_options(extract, EXTRACT_BASE, ("encoder", "weights", "precision", "crop"))
     extract.add_argument("--split", choices=(*SPLITS, "all"), default="all")
     extract.set_defaults(run=cmd_extract)
 
@@ -492,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (CohortError, ModelError, WeightsUnavailable, ValueError) as err:
+    except (CohortError, ModelError, WeightsUnavailable, ValueError, CacheError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

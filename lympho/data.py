@@ -339,6 +339,30 @@ def default_cache_dir() -> Path:
     return Path(base) / "lympho"
 
 
+class CacheError(RuntimeError):
+    """A cache directory that cannot be created or written, or that filled up."""
+
+
+def cache_error(directory: Path | str, err: BaseException) -> CacheError:
+    """One line naming the directory, the reason and what to do."""
+    reason = getattr(err, "strerror", None) or str(err)
+    return CacheError(f"cache directory {directory}: cannot be written ({reason}); what is already stored there "
+                      f"stays usable: free some space, or choose another with --cache-dir or LYMPHO_CACHE")
+
+
+def usable_cache_dir(directory: Path | str) -> Path:
+    """``directory``, created if missing and checked to be writable (a probe file is
+    written and removed); else a :class:`CacheError` naming it."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory) as probe:
+            probe.write(b"probe")
+    except OSError as err:
+        raise cache_error(directory, err) from None
+    return directory
+
+
 def resolve_cohort(data: Path | str | None = None, cache_dir: Path | None = None) -> Cohort:
     """The cohort to use: ``data``, else ``LYMPHO_DATA``, else the synthetic demo."""
     data = data or os.environ.get("LYMPHO_DATA")
@@ -369,5 +393,11 @@ def write_text_atomic(path: Path | str, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        tmp.write(text)
+        try:
+            tmp.write(text)
+            tmp.flush()
+        except BaseException:  # a full disk: leave no partial temporary file behind
+            tmp.close()
+            os.unlink(tmp.name)
+            raise
     os.replace(tmp.name, path)

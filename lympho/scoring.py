@@ -34,7 +34,7 @@ from lympho.evaluation import threshold_for_sensitivity as _threshold_for_sensit
 from lympho.model_format import (LEGACY_PIPELINE_FILE, PIPELINE_FILE, ModelError, load_legacy_pipeline,
                                   load_pipeline, save_pipeline)
 from lympho.experiment import (ExperimentConfig, StageProgress, cohort_summary, config_pipeline, design_matrix,
-                               instance_bags, versions, write_json_atomic)
+                               encoder_record, instance_bags, versions, write_json_atomic)
 
 #: 2: the pipeline in skops (safe); 1: a joblib pickle, loaded only when trusted.
 MODEL_FORMAT = 2
@@ -147,7 +147,8 @@ def train_model(cohort, config: ExperimentConfig = RECOMMENDED, cache_dir: Path 
     pipeline = config_pipeline(config, names).fit(X, y)
     meta = {"format": MODEL_FORMAT, "config": config.to_dict(), "label": config.label(),
             "cohort": cohort_summary(cohort), "n_features": len(names),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": versions()}
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": versions(),
+            "encoder": encoder_record(config)}
     try:
         result = cross_validate(config_pipeline(config, names), X, y, [p.id for p in patients],
                                 folds=config.folds, repeats=threshold_repeats, seed=config.seed)

@@ -15,7 +15,7 @@ from lympho import figures, reports
 from lympho.evaluation import HEADLINE, METRICS, cross_validate, format_estimate, oof_estimates
 
 EVIL = "<script>alert(1)</script>"
-CONFIG = {"features": "clinical", "backbone": "resnet18", "weights": "imagenet", "pooling": "mean",
+CONFIG = {"features": "clinical", "encoder": "resnet18", "weights": "imagenet", "pooling": "mean",
           "classifier": "logreg", "imbalance": "weights", "folds": 3, "repeats": 2, "seed": 0,
           "log_count": True, "precision": "auto", "crop": None}
 

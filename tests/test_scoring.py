@@ -74,6 +74,9 @@ def test_missing_or_damaged_models_are_clear_errors(saved_model, tmp_path):
 def test_model_json_records_config_and_versions(saved_model):
     meta = json.loads((saved_model / "model.json").read_text())
     assert meta["config"]["features"] == "both" and "torch" in meta["versions"]
+    # the resolved device and precision, and what else the features depend on (issue 6, item 7)
+    assert meta["encoder"]["device"] == "cpu" and meta["encoder"]["precision"] == "fp32"
+    assert {"torch", "torchvision", "random_init_seed", "version"} <= set(meta["encoder"])
 
 
 def test_score_one_patient(cohort, saved_model):

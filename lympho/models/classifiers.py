@@ -29,8 +29,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from xgboost import XGBClassifier
 
-CLASSIFIERS = ("svm", "mlp", "xgboost", "logreg")
-IMBALANCE = ("none", "weights", "smote")
+from lympho.models import CLASSIFIERS, IMBALANCE
 
 
 def _check_choice(name, value, choices):
