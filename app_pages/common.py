@@ -75,6 +75,8 @@ def config_form(key: str, base: ExperimentConfig, disabled: bool = False) -> Exp
     folds = left.number_input("Folds", 2, 10, key=remember(f"{key}_folds", base.folds), disabled=disabled)
     repeats = middle.number_input("Repeats", 1, 50, key=remember(f"{key}_repeats", base.repeats), disabled=disabled)
     seed = right.number_input("Seed", 0, 2**31 - 1, key=remember(f"{key}_seed", base.seed), disabled=disabled)
+    if features == "clinical":  # image options do not apply: keep the base's, so equal models stay equal
+        images = {}
     return dataclasses.replace(base, features=features, classifier=classifier, imbalance=imbalance,
                                folds=int(folds), repeats=int(repeats), seed=int(seed), **images)
 

@@ -4,6 +4,7 @@ Pages are tested one by one with the sidebar's state (the loaded cohort, the cac
 seeded, as app.py would leave it; tests/test_browser.py covers the navigation itself.
 """
 
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -173,17 +174,37 @@ def test_runs_page_empty(cohort, isolated_cache):
     assert "No stored runs yet" in app.info[0].value
 
 
-def test_score_page_trains_and_refuses_bad_uploads(cohort, isolated_cache):
+def test_score_page_trains_and_refuses_bad_input(cohort, isolated_cache):
     app = open_page("score", cohort, isolated_cache)
     assert "No trained model yet" in texts(app)
-    app.button[0].click().run()
-    finish_job(app, "train_recommended")
-    assert "recommended-demo" not in str(app.selectbox(key="model").value[0])  # a real (non-demo) cohort here
-    app.button[-1].click().run()  # Score with no uploads
-    assert "no images" in app.error[0].value
+    app.button[0].click().run()  # train the recommended configuration (the form's default)
+    finish_job(app, "train_model")
+    assert app.selectbox(key="score_model").value.endswith("/recommended")  # a real (non-demo) cohort here
+    app.button[-1].click().run()  # Score with no patient ID
+    assert "Patient ID" in app.error[0].value
 
 
-def test_score_page_scores(cohort, isolated_cache):
-    save_model(train_model(cohort, RECOMMENDED), isolated_cache / "models" / "mine")
+def test_score_page_decides_at_the_stored_operating_point_and_clears_stale_results(cohort, isolated_cache):
+    save_model(train_model(cohort, RECOMMENDED), isolated_cache / "models" / "recommended")
+    save_model(train_model(cohort, ExperimentConfig(features="clinical", classifier="logreg")),
+               isolated_cache / "models" / "other")
     app = open_page("score", cohort, isolated_cache)
-    assert app.selectbox(key="model").value[1]["label"] == RECOMMENDED.label()
+    assert app.selectbox(key="score_model").value.endswith("/recommended")  # preselected, though not the newest
+    card = texts(app)
+    assert "Trained on" in card and "Operating point" in card and "threshold" in card
+    app.text_input(key="score_patient_id").input("P-042")
+    app.date_input(key="score_dob").set_value(date(1970, 5, 14))
+    app.button[-1].click().run()  # a clinical-only model: no images needed
+    assert not app.error, app.error
+    shown = texts(app)
+    assert "49.6 years at 2020-01-01" in shown and "from date of birth 1970-05-14" in shown and "P-042" in shown
+    assert "refer for flow cytometry" in shown.lower() or "does not suggest referral" in shown
+    assert "not a diagnosis" in shown  # the disclaimer beside the decision
+    app.selectbox(key="score_model").set_value(app.selectbox(key="score_model").options[1]).run()
+    assert "previous result was cleared" in texts(app) and not app.metric  # no stale probability
+
+
+def test_date_of_birth_accepts_recent_dates(cohort, isolated_cache):
+    save_model(train_model(cohort, RECOMMENDED), isolated_cache / "models" / "recommended")
+    app = open_page("score", cohort, isolated_cache)
+    assert app.date_input(key="score_dob").max == date.today()
