@@ -8,6 +8,7 @@ calls too.
 from __future__ import annotations
 
 import dataclasses
+import html
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +22,7 @@ from lympho.jobs import Job
 from lympho.models.classifiers import CLASSIFIERS, IMBALANCE
 from lympho.pooling import POOLINGS
 from lympho.runstore import RunStore, display_name
-from app_pages.shell import cache_dir, current_job, remember
+from app_pages.shell import cache_dir, current_job, remember, set_remembered
 
 
 def run_store() -> RunStore:
@@ -57,7 +58,7 @@ def load_config_state(key: str, config: ExperimentConfig) -> None:
     """Put ``config`` into the form's widgets (before they are drawn), e.g. the running job's."""
     for field in ("features", "classifier", "imbalance", "backbone", "weights", "pooling", "folds", "repeats",
                   "seed"):
-        st.session_state[remember(f"{key}_{field}", getattr(config, field))] = getattr(config, field)
+        set_remembered(f"{key}_{field}", getattr(config, field))
 
 
 def config_form(key: str, base: ExperimentConfig, disabled: bool = False) -> ExperimentConfig:
@@ -128,10 +129,9 @@ def computed_on(run: dict) -> str:
 
 def show_run(run: dict, key: str) -> None:
     """A run's results: fold table, metric chart, confusion matrices, ROC and operating point."""
-    dot, title = st.columns([1, 40], vertical_alignment="center")
-    dot.markdown(f"<span style='color:{figures.config_color(run['config'])};font-size:2rem'>●</span>",
-                 unsafe_allow_html=True)  # the configuration's colour, as in every chart
-    title.subheader(figures.config_name(display_name(run), run["config"]), anchor=False)
+    name = html.escape(figures.config_name(display_name(run), run["config"]))
+    st.markdown(f"<h3><span style='color:{figures.config_color(run['config'])}'>●</span> {name}</h3>",
+                unsafe_allow_html=True)  # the dot: the configuration's colour, as in every chart
     st.caption(f"{computed_on(run)}; run `{run.get('id', run['key'])}`, {run['created']}")
     summary = run["summary"]
     columns = st.columns(5)

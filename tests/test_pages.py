@@ -156,7 +156,7 @@ def test_runs_page_deep_links_and_edits(cohort, isolated_cache):
     app.query_params["run"] = ids[2]
     app.run()
     assert not app.exception and "Comparison of 2 runs" in [h.value for h in app.subheader]
-    assert app.selectbox(key="detail").value["id"] == ids[2]
+    assert app.selectbox(key="detail").value == ids[2]
     roc = app.get("plotly_chart")[1].proto.spec
     assert roc.count("AUC") >= 2  # one ROC curve per compared run
     app.text_input[0].input("baseline")
