@@ -15,7 +15,8 @@ import pandas as pd
 import streamlit as st
 
 from lympho import figures
-from lympho.encoders.torchvision import BACKBONES, WEIGHTS, hub_checkpoint_path
+from lympho.encoders import ENCODERS, WEIGHTS, uses_torchvision_options
+from lympho.encoders.torchvision import hub_checkpoint_path
 from lympho.evaluation import METRICS, operating_point, threshold_for_sensitivity
 from lympho.experiment import CLASSIFIER_NAMES, FEATURE_SETS, ExperimentConfig
 from lympho.jobs import Job
@@ -35,14 +36,14 @@ def synthetic_banner() -> None:
 
 
 def weights_available(backbone: str) -> bool:
-    return hub_checkpoint_path(backbone).is_file()
+    return uses_torchvision_options(backbone) and hub_checkpoint_path(backbone).is_file()
 
 
 def image_options(key: str, base: ExperimentConfig, disabled: bool = False) -> dict:
     """Encoder, weights and pooling widgets (remembered across pages); ImageNet is
     preselected only when its weights are cached."""
     left, middle, right = st.columns(3)
-    backbone = left.selectbox("Image encoder", tuple(BACKBONES), key=remember(f"{key}_backbone", base.backbone),
+    backbone = left.selectbox("Image encoder", tuple(ENCODERS), key=remember(f"{key}_backbone", base.encoder),
                               disabled=disabled)
     cached = weights_available(backbone)
     weights = middle.selectbox("Weights", WEIGHTS, key=remember(f"{key}_weights", "imagenet" if cached else "none"),
@@ -51,7 +52,7 @@ def image_options(key: str, base: ExperimentConfig, disabled: bool = False) -> d
                                                         f"({hub_checkpoint_path(backbone)}); offline, use none.")
     pooling = right.selectbox("Pooling", tuple(POOLINGS), key=remember(f"{key}_pooling", base.pooling),
                               disabled=disabled)
-    return {"backbone": backbone, "weights": weights, "pooling": pooling}
+    return {"encoder": backbone, "weights": weights, "pooling": pooling}
 
 
 def load_config_state(key: str, config: ExperimentConfig) -> None:

@@ -25,9 +25,9 @@ cohort = st.session_state.get("cohort")
 
 
 @st.cache_resource(max_entries=4)
-def cached_model(path: str, created: str):
+def cached_model(path: str, created: str, trust_pickle: bool = False):
     """Loaded once per model version (``created`` changes when a model is replaced)."""
-    return load_model(path)
+    return load_model(path, trust_pickle=trust_pickle)
 
 
 def model_folder(config, synthetic: bool) -> str:
@@ -82,8 +82,12 @@ chosen = left.selectbox("Model", paths, key=remember("score_model", paths[0]),
                                               f"{' (synthetic demo)' if metas[p]['cohort']['synthetic'] else ''}"
                                               f"{' · recommended' if metas[p]['config'] == RECOMMENDED.to_dict() else ''}")
 meta = metas[chosen]
+trust = meta["format"] == 1 and left.checkbox(
+    "Trust this old model file", key="trust_pickle",
+    help="Saved before the safe format: its pipeline.joblib is a pickle, which runs code when loaded. "
+         "Tick only for a model from a source you trust; better, train it again.")
 try:
-    model = cached_model(chosen, meta["created"])
+    model = cached_model(chosen, meta["created"], trust)
 except ModelError as err:
     st.error(str(err))
     st.stop()

@@ -37,10 +37,10 @@ from lympho.features import FeatureExtractor  # noqa: E402
 def ceiling(backbone: str, batches: int = 6, batch_size: int = 64) -> float:
     extractor = FeatureExtractor(backbone, "none")
     batch = torch.randint(0, 256, (batch_size, 224, 224, 3), dtype=torch.uint8)
-    extractor.encode(batch)  # warm-up: oneDNN picks its kernels on the first call
+    extractor.encoder.encode(batch)  # warm-up: oneDNN picks its kernels on the first call
     started = time.perf_counter()
     for _ in range(batches):
-        extractor.encode(batch)
+        extractor.encoder.encode(batch)
     return batches * batch_size / (time.perf_counter() - started)
 
 

@@ -30,11 +30,11 @@ from lympho.synthetic import write_demo_cohort  # noqa: E402
 def ceiling(extractor: FeatureExtractor, batch_size: int, batches: int = 20) -> float:
     batch = torch.randint(0, 256, (batch_size, 224, 224, 3), dtype=torch.uint8).pin_memory()
     for _ in range(3):
-        extractor.encode(batch)
+        extractor.encoder.encode(batch)
     torch.cuda.synchronize()
     started = time.perf_counter()
     for _ in range(batches):
-        extractor.encode(batch)
+        extractor.encoder.encode(batch)
     torch.cuda.synchronize()
     return batches * batch_size / (time.perf_counter() - started)
 
@@ -69,7 +69,7 @@ def main() -> None:
         warm = dict(gpu.last_stats)
         results = {
             "device": torch.cuda.get_device_name(), "cpus": os.cpu_count(), "torch": torch.__version__,
-            "resolved": [str(gpu.device), gpu.precision], "workers": gpu.num_workers,
+            "resolved": [str(gpu.encoder.device), gpu.encoder.precision], "workers": gpu.num_workers,
             "min_cosine_cuda_bf16_vs_cpu_fp32": float(cosine.min()),
             "cold": cold, "warm": warm, "ceiling_img_s": ceiling(gpu, args.batch_size),
         }

@@ -18,21 +18,21 @@ import pandas as pd
 from tqdm import tqdm
 
 from lympho import reports
-from lympho.data import (REFERENCE_DATE, SPLITS, CohortError, default_cache_dir, overview, parse_dob,
-                         resolve_cohort, write_text_atomic)
-from lympho.encoders.torchvision import BACKBONES, PRECISIONS, WEIGHTS, WeightsUnavailable
-from lympho.evaluation import METRICS
-from lympho.experiment import (FEATURE_SETS, TABLE2_ROWS, ExperimentConfig, ablation_table,
+from lympho.data import (REFERENCE_DATE, SPLITS, CacheError, CohortError, default_cache_dir, overview, parse_dob,
+                         resolve_cohort, usable_cache_dir, write_text_atomic)
+from lympho.encoders import ENCODERS, PRECISIONS, WEIGHTS, WeightsUnavailable
+from lympho.evaluation import HEADLINE, METRICS, format_estimate
+from lympho.experiment import (FEATURE_SETS, TABLE2_ROWS, ExperimentConfig, ablation_table, cohort_summary,
                                make_extractor, run_ablation, run_experiment, table2_layout, write_json_atomic)
-from lympho.models.classifiers import CLASSIFIERS, IMBALANCE
+from lympho.models import CLASSIFIERS, IMBALANCE
 from lympho.pooling import POOLINGS
 from lympho.runstore import RunStore, display_name, tracker_table
-from lympho.scoring import (RECOMMENDED, ModelError, instance_scores, load_model, make_patient, save_model,
-                            score_patient, train_model)
+from lympho.scoring import (RECOMMENDED, TARGET_SENSITIVITY, THRESHOLD_REPEATS, ModelError, instance_scores,
+                            load_model, make_patient, save_model, score_patient, train_model)
 from lympho.uploads import save_uploads
 
 CONFIG_OPTIONS = {  # option -> (type, choices); None means "keep the base config's value"
-    "features": (str, FEATURE_SETS), "backbone": (str, tuple(BACKBONES)), "weights": (str, WEIGHTS),
+    "features": (str, FEATURE_SETS), "encoder": (str, tuple(ENCODERS)), "weights": (str, WEIGHTS),
     "pooling": (str, tuple(POOLINGS)), "classifier": (str, CLASSIFIERS),
     "imbalance": (str, IMBALANCE), "precision": (str, PRECISIONS),
     "folds": (int, None), "repeats": (int, None), "seed": (int, None), "crop": (int, None),
@@ -51,7 +51,7 @@ class ProgressBars:
         self.bars: dict[str, tqdm] = {}
 
     def __call__(self, stage: str, done: int, total: int) -> None:
-        unit = {"extract": "img", "folds": "fold"}.get(stage, "it")
+        unit = {"extract": "img", "folds": "fold", "fits": "fit"}.get(stage, "it")
         bar = self.bars.get(stage)
         if bar is None or bar.total != total:
             bar = self.bars[stage] = tqdm(total=total, desc=stage, unit=unit, file=sys.stderr, leave=False)
@@ -72,10 +72,17 @@ def add_config_options(parser: argparse.ArgumentParser, base: ExperimentConfig,
     for name in names:
         kind, choices = CONFIG_OPTIONS[name]
         default = getattr(base, name)
-        parser.add_argument(f"--{name}", type=kind, choices=choices,
+        aliases = ("--backbone",) if name == "encoder" else ()  # the option's name before 2026-11
+        parser.add_argument(f"--{name}", *aliases, dest=name, type=kind, choices=choices,
                             help=f"default: {'none' if default is None else default}")
     if "features" in names:
         parser.add_argument("--raw-count", action="store_true", help="use the lymphocyte count unlogged")
+
+
+def add_trust_pickle(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="also load an old-format model (pipeline.joblib, a pickle that runs code when "
+                             "loaded): only for a model from a source you trust")
 
 
 def config_from(args, base: ExperimentConfig) -> ExperimentConfig:
@@ -87,7 +94,8 @@ def config_from(args, base: ExperimentConfig) -> ExperimentConfig:
 
 
 def cache_dir_of(args) -> Path:
-    return args.cache_dir or default_cache_dir()
+    """The cache directory, created and checked writable (a one-line error naming it if not)."""
+    return usable_cache_dir(args.cache_dir or default_cache_dir())
 
 
 def load(args):
@@ -108,6 +116,21 @@ def summary_line(summary: dict) -> str:
     return "  ".join(f"{m}={summary[m]['mean']:.3f}±{summary[m]['std']:.3f}" for m in METRICS)
 
 
+def headline_lines(estimates: dict) -> list[str]:
+    """The headline metrics with their intervals, worded as everywhere else (format_estimate)."""
+    return [f"{m}: {format_estimate(estimates, m)}" for m in HEADLINE]
+
+
+def operating_point_lines(point: dict) -> list[str]:
+    """A model's decision threshold, how it was chosen, and what it reaches out of fold."""
+    how = (f"chosen for sensitivity {point['target_sensitivity']:.2f}" if point.get("target_sensitivity")
+           else "fixed")
+    lines = [f"decision: malignant when probability >= {point['threshold']:.3f} ({how})"]
+    if point.get("estimate"):
+        lines += [f"  {line}" for line in headline_lines(point["estimate"])]
+    return lines
+
+
 def cmd_evaluate(args) -> None:
     cohort = load(args)
     config = config_from(args, RECOMMENDED)
@@ -115,7 +138,9 @@ def cmd_evaluate(args) -> None:
     run_id = RunStore(cache_dir_of(args) / "runs").save(run)
     print(f"{run['label']}  ({'synthetic demo' if cohort.synthetic else cohort.name})")
     print(fold_table(run["folds"]).to_string(index=False, float_format="%.3f"))
-    print("mean±std: " + summary_line(run["summary"]))
+    print("mean ± std over folds (sample std, ddof=1): " + summary_line(run["summary"]))
+    print(f"at threshold {run['summary']['threshold']:g} (malignant when probability >= threshold):")
+    print("\n".join(headline_lines(run["summary"]["headline"])))
     print(f"run stored as {run_id}")
     if args.json:
         write_json_atomic(args.json, {k: run[k] for k in ("config", "cohort", "folds", "summary")})
@@ -169,24 +194,46 @@ def cmd_extract(args) -> None:
     stats = extractor.last_stats
     print(f"{stats['images']} images ({stats['extracted']} extracted, {stats['cached']} cached) in "
           f"{stats['seconds']:.1f} s: {stats['images_per_second']:.0f} img/s "
-          f"[{config.backbone}, {config.weights}, {extractor.precision}, {extractor.device}]")
+          f"[{describe_encoder(extractor.describe())}]")
+
+
+def describe_encoder(record: dict) -> str:
+    """``resnet18 v2, weights=none, device=cpu, precision=bf16, ...`` from an encoder record."""
+    details = (f"{k}={v}" for k, v in record.items() if k not in ("name", "version", "kind") and v is not None)
+    return f"{record['name']} v{record['version']}, " + ", ".join(details)
 
 
 def cmd_train(args) -> None:
     cohort = load(args)
     config = config_from(args, RECOMMENDED)
-    model = train_model(cohort, config, cache_dir_of(args), ProgressBars())
+    model = train_model(cohort, config, cache_dir_of(args), ProgressBars(), sensitivity=args.sensitivity,
+                        threshold=args.threshold, threshold_repeats=args.threshold_repeats)
     save_model(model, args.out)
     print(f"trained {model.meta['label']} on {len(cohort.labelled())} patients -> {args.out}")
+    print("\n".join(operating_point_lines(model.meta["operating_point"])))
+
+
+def chosen_threshold(model, args) -> float:
+    """``--threshold``, else the threshold for ``--sensitivity``, else the model's stored one."""
+    if args.sensitivity is not None:
+        return model.threshold_for_sensitivity(args.sensitivity)
+    return model.threshold if args.threshold is None else args.threshold
 
 
 def cmd_predict(args) -> None:
-    model = load_model(args.model)
+    if args.split == "train" and not args.in_sample:
+        raise ValueError("--split train predicts the patients the model was trained on: in-sample "
+                         "predictions, far better than on new patients. Pass --in-sample to write them "
+                         "anyway; for honest figures use `python -m lympho evaluate`.")
+    model = load_model(args.model, trust_pickle=args.trust_pickle)
     cohort = load(args)
-    predictions = model.predict(cohort.select(args.split), cache_dir_of(args), ProgressBars())
+    threshold = chosen_threshold(model, args)
+    predictions = model.predict(cohort.select(args.split), cache_dir_of(args), ProgressBars(), threshold)
     write_text_atomic(args.out, reports.submission_csv(predictions) if args.kaggle
                       else reports.csv_text(predictions))
-    print(f"wrote {len(predictions)} predictions ({args.split}) -> {args.out}")
+    note = " (IN-SAMPLE: the model was trained on these patients)" if args.split == "train" else ""
+    print(f"wrote {len(predictions)} predictions ({args.split}){note}, malignant when probability >= "
+          f"{threshold:.3f} -> {args.out}")
 
 
 def patient_images(source: Path, scratch: Path) -> Path | list[Path]:
@@ -199,9 +246,9 @@ def patient_images(source: Path, scratch: Path) -> Path | list[Path]:
 
 
 def cmd_score(args) -> None:
-    model = load_model(args.model)
+    model = load_model(args.model, trust_pickle=args.trust_pickle)
     dob = parse_dob(args.dob) if args.dob else None
-    threshold = model.threshold_for_sensitivity(args.sensitivity) if args.sensitivity else args.threshold
+    threshold = chosen_threshold(model, args)
     with tempfile.TemporaryDirectory() as scratch:
         patient = make_patient(patient_images(args.images, Path(scratch)), args.gender, args.lymph_count,
                                age=args.age, dob=dob)
@@ -218,6 +265,50 @@ def cmd_score(args) -> None:
 
 def run_store_of(args) -> RunStore:
     return RunStore(cache_dir_of(args) / "runs")
+
+
+def cmd_select(args) -> None:
+    from lympho.selection import candidates_table, config_candidates, default_grid, nested_cv
+
+    cohort = load(args)
+    grid = [dataclasses.replace(config, seed=args.seed) for config in default_grid(args.images)
+            if config.classifier in (args.classifiers or CLASSIFIERS)
+            and config.imbalance in (args.imbalances or IMBALANCE)]
+    bars = ProgressBars()
+    candidates, y = config_candidates(cohort, grid, cache_dir_of(args), bars)
+    result = nested_cv(candidates, y, outer_folds=args.outer_folds, outer_repeats=args.outer_repeats,
+                       inner_folds=args.inner_folds, inner_repeats=args.inner_repeats, seed=args.seed,
+                       progress=lambda done, total: bars("fits", done, total))
+    print("\n".join(selection_report(result, cohort)))
+    print(candidates_table(result).to_string(index=False, float_format="%.3f"))
+    if args.json:
+        write_json_atomic(args.json, {"cohort": cohort_summary(cohort), **result})
+
+
+def selection_report(result: dict, cohort) -> list[str]:
+    """The nested and the naive estimate side by side, with the settings they come from."""
+    settings, nested, naive = result["settings"], result["nested"], result["naive"]
+    metric = settings["metric"]
+    design = (f"outer {settings['outer_repeats']} x {settings['outer_folds']}-fold CV, inner "
+              f"{settings['inner_repeats']} x {settings['inner_folds']}-fold CV, seed {settings['seed']}")
+    lines = [f"{'synthetic demo' if cohort.synthetic else cohort.name}: {settings['n_patients']} labelled patients, "
+             f"{settings['n_candidates']} candidates, {design}; malignant when probability >= {settings['threshold']:g}",
+             "", f"NESTED estimate (the whole choose-the-best procedure, chosen inside each outer training fold):"]
+    lines += [f"  {metric} over outer splits: " + split_line(nested["score"])]
+    lines += [f"  {m}: {format_estimate(nested['estimates'], m)}" for m in HEADLINE]
+    lines += ["", f"NAIVE best-of-grid estimate ({naive['label']}, chosen and scored on the same outer splits):"]
+    lines += [f"  {metric} over outer splits: " + split_line(naive["score"])]
+    lines += [f"  {m}: {format_estimate(naive['estimates'], m)}" for m in HEADLINE]
+    lines += ["", f"optimism of the naive figure: {result['optimism']:+.3f} {metric}",
+              "inner-selection winners: " + ", ".join(f"{k} x{v}" for k, v in nested["chosen"].items()), "",
+              "candidates on the outer splits; paired differences to the best over the same splits "
+              "(Nadeau-Bengio corrected 95% CI) and the fraction of splits where each did at least as well:"]
+    return lines
+
+
+def split_line(score: dict) -> str:
+    return (f"mean {score['mean']:.3f}, std {score['std']:.3f} (ddof=1), corrected 95% CI "
+            f"{score['ci_low']:.3f}-{score['ci_high']:.3f}")
 
 
 def cmd_runs_list(args) -> None:
@@ -275,6 +366,14 @@ def cmd_runs_export(args) -> None:
     print(f"exported {len(runs)} run(s) -> {args.out}")
 
 
+def add_threshold_options(parser: argparse.ArgumentParser) -> None:
+    point = parser.add_mutually_exclusive_group()
+    point.add_argument("--threshold", type=float, help="decision threshold: malignant when probability >= it "
+                       "(default: the model's stored threshold)")
+    point.add_argument("--sensitivity", type=float, help="use the threshold for this out-of-fold sensitivity "
+                       "on the training patients (median over the model's cross-validation repeats)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m lympho",
@@ -293,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ablation = commands.add_parser("ablation", help="the report's Table 2, five rows")
     add_data_options(ablation)
-    add_config_options(ablation, ABLATION_BASE, ("backbone", "weights", "pooling", "imbalance", "folds",
+    add_config_options(ablation, ABLATION_BASE, ("encoder", "weights", "pooling", "imbalance", "folds",
                                                  "repeats", "seed", "precision", "crop"))
     ablation.add_argument("--feature-sets", type=comma_list(FEATURE_SETS),
                           help="custom grid: comma list of clinical,images,both")
@@ -304,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     extract = commands.add_parser("extract", help="fill the feature cache, report img/s")
     add_data_options(extract)
-    add_config_options(extract, EXTRACT_BASE, ("backbone", "weights", "precision", "crop"))
+    add_config_options(extract, EXTRACT_BASE, ("encoder", "weights", "precision", "crop"))
     extract.add_argument("--split", choices=(*SPLITS, "all"), default="all")
     extract.set_defaults(run=cmd_extract)
 
@@ -312,31 +411,53 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_options(train)
     add_config_options(train, RECOMMENDED)
     train.add_argument("--out", type=Path, required=True, help="model directory to write")
+    point = train.add_mutually_exclusive_group()
+    point.add_argument("--sensitivity", type=float, default=TARGET_SENSITIVITY,
+                       help=f"store the threshold for this out-of-fold sensitivity, chosen from "
+                            f"--threshold-repeats repeats (default {TARGET_SENSITIVITY})")
+    point.add_argument("--threshold", type=float, help="store this fixed threshold instead")
+    train.add_argument("--threshold-repeats", type=int, default=THRESHOLD_REPEATS,
+                       help=f"cross-validation repeats to choose and check the threshold (default {THRESHOLD_REPEATS})")
     train.set_defaults(run=cmd_train)
 
     predict = commands.add_parser("predict", help="predict a split of a cohort")
     add_data_options(predict)
     predict.add_argument("--model", type=Path, required=True)
+    add_trust_pickle(predict)
     predict.add_argument("--split", choices=tuple(SPLITS), default="test")
     predict.add_argument("--out", type=Path, required=True, help="CSV: ID,probability,prediction")
     predict.add_argument("--kaggle", action="store_true", help="write the challenge's Id,Predicted")
+    predict.add_argument("--in-sample", action="store_true",
+                         help="allow --split train (in-sample predictions of the training patients)")
+    add_threshold_options(predict)
     predict.set_defaults(run=cmd_predict)
 
     score = commands.add_parser("score", help="score one patient from a folder of images")
     score.add_argument("--model", type=Path, required=True)
+    add_trust_pickle(score)
     score.add_argument("--images", type=Path, required=True, help="a folder of images, or a zip of them")
     score.add_argument("--gender", required=True, help="M or F")
     born = score.add_mutually_exclusive_group(required=True)
     born.add_argument("--dob", help="date of birth: M/D/YYYY, DD-MM-YYYY or YYYY-MM-DD")
-    born.add_argument("--age", type=float, help="age in years")
+    born.add_argument("--age", type=float, help=f"age today in years; converted to the model's age at "
+                      f"{REFERENCE_DATE} (the age minus the years since then)")
     score.add_argument("--lymph-count", required=True, help="lymphocytes, x10^9/L")
-    point = score.add_mutually_exclusive_group()
-    point.add_argument("--threshold", type=float, default=0.5, help="decision threshold (default 0.5)")
-    point.add_argument("--sensitivity", type=float,
-                       help="use the threshold reaching this out-of-fold sensitivity on the training patients")
+    add_threshold_options(score)
     score.add_argument("--report", type=Path, help="write a one-page HTML report here")
     score.add_argument("--cache-dir", type=Path)
     score.set_defaults(run=cmd_score)
+
+    select = commands.add_parser("select", help="nested cross-validation of choosing the best configuration")
+    add_data_options(select)
+    select.add_argument("--images", action="store_true",
+                        help="add the random-initialisation resnet18 candidates (extracts features once)")
+    for name, default in (("outer-folds", 3), ("outer-repeats", 3), ("inner-folds", 3), ("inner-repeats", 2),
+                          ("seed", 0)):
+        select.add_argument(f"--{name}", type=int, default=default, help=f"default {default}")
+    select.add_argument("--classifiers", type=comma_list(CLASSIFIERS), help="only these (comma list)")
+    select.add_argument("--imbalances", type=comma_list(IMBALANCE), help="only these (comma list)")
+    select.add_argument("--json", type=Path, help="write the full result here")
+    select.set_defaults(run=cmd_select)
 
     runs = commands.add_parser("runs", help="the run tracker: list, show, tag, note, rename, delete, export")
     runs = runs.add_subparsers(dest="action", required=True)
@@ -376,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (CohortError, ModelError, WeightsUnavailable, ValueError) as err:
+    except (CohortError, ModelError, WeightsUnavailable, ValueError, CacheError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

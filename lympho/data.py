@@ -130,6 +130,15 @@ def clinical_names(log_count: bool = True) -> list[str]:
     return ["age", "male", "log_lymph_count" if log_count else "lymph_count"]
 
 
+#: Design-matrix columns that are categorical (binary): never interpolated by SMOTE.
+CATEGORICAL_NAMES = ("male",)
+
+
+def categorical_columns(names: list[str]) -> list[int]:
+    """Indices of the categorical columns (:data:`CATEGORICAL_NAMES`) among ``names``."""
+    return [i for i, name in enumerate(names) if name in CATEGORICAL_NAMES]
+
+
 def parse_dob(text: str, path=None, line=None) -> date:
     """Parse a date of birth in any format found in the challenge files."""
     for fmt in DATE_FORMATS:
@@ -142,7 +151,20 @@ def parse_dob(text: str, path=None, line=None) -> date:
 
 
 def age_at_reference(dob: date) -> float:
+    """Age in years at :data:`REFERENCE_DATE`: the one age quantity the models use."""
     return (REFERENCE_DATE - dob).days / 365.25
+
+
+def years_since_reference(today: date) -> float:
+    """Years from :data:`REFERENCE_DATE` to ``today`` (negative before it)."""
+    return (today - REFERENCE_DATE).days / 365.25
+
+
+def age_today_to_reference(age_today: float, today: date | None = None) -> float:
+    """The model's age (at :data:`REFERENCE_DATE`) of a patient ``age_today`` years old on
+    ``today`` (default: the current date): what a user types is today's age, about 7 years
+    more than the age the cohort's patients were given."""
+    return age_today - years_since_reference(date.today() if today is None else today)
 
 
 def parse_gender(text: str, path=None, line=None) -> str:
@@ -317,6 +339,30 @@ def default_cache_dir() -> Path:
     return Path(base) / "lympho"
 
 
+class CacheError(RuntimeError):
+    """A cache directory that cannot be created or written, or that filled up."""
+
+
+def cache_error(directory: Path | str, err: BaseException) -> CacheError:
+    """One line naming the directory, the reason and what to do."""
+    reason = getattr(err, "strerror", None) or str(err)
+    return CacheError(f"cache directory {directory}: cannot be written ({reason}); what is already stored there "
+                      f"stays usable: free some space, or choose another with --cache-dir or LYMPHO_CACHE")
+
+
+def usable_cache_dir(directory: Path | str) -> Path:
+    """``directory``, created if missing and checked to be writable (a probe file is
+    written and removed); else a :class:`CacheError` naming it."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory) as probe:
+            probe.write(b"probe")
+    except OSError as err:
+        raise cache_error(directory, err) from None
+    return directory
+
+
 def resolve_cohort(data: Path | str | None = None, cache_dir: Path | None = None) -> Cohort:
     """The cohort to use: ``data``, else ``LYMPHO_DATA``, else the synthetic demo."""
     data = data or os.environ.get("LYMPHO_DATA")
@@ -347,5 +393,11 @@ def write_text_atomic(path: Path | str, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        tmp.write(text)
+        try:
+            tmp.write(text)
+            tmp.flush()
+        except BaseException:  # a full disk: leave no partial temporary file behind
+            tmp.close()
+            os.unlink(tmp.name)
+            raise
     os.replace(tmp.name, path)

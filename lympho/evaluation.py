@@ -6,6 +6,16 @@ stratified over patients, and the whole estimator (scaler, SMOTE,
 classifier) is cloned and refitted on each training fold, so nothing learned
 from test patients leaks into a fold's predictions. Results are plain Python
 numbers so they serialise to JSON for caching and the dashboard.
+
+One decision rule everywhere: a patient is called malignant when
+``probability >= threshold`` (0.5 unless a threshold is chosen). Fold metrics,
+operating points, ``predict``, ``score`` and the pages all apply it to the
+same probabilities; no classifier's own ``predict()`` is used.
+
+Spread and uncertainty: ``std`` is the sample standard deviation (ddof=1) of the
+fold metrics, a spread across folds. The headline balanced accuracy, recall and
+specificity carry a 95 % percentile-bootstrap interval over patients of the
+out-of-fold predictions (:func:`oof_estimates`, :func:`format_estimate`).
 """
 
 from dataclasses import dataclass
@@ -45,6 +55,14 @@ def fold_metrics(y_true, y_pred, y_proba) -> dict:
     }
 
 
+#: The metrics quoted with a confidence interval wherever a run is shown.
+HEADLINE = ("balanced_accuracy", "recall", "specificity")
+#: Metrics computed from confusion counts, so the bootstrap can recompute them.
+COUNT_METRICS = ("balanced_accuracy", "recall", "specificity", "precision", "f1")
+CI_LEVEL = 0.95
+N_BOOTSTRAP = 2000
+
+
 @dataclass
 class CVResult:
     """Per-fold metrics and out-of-fold predictions of one cross-validation run.
@@ -52,31 +70,137 @@ class CVResult:
     ``folds``: one dict per (repeat, fold), both numbered from 1, with the
     metrics, ``confusion_matrix``, ``n_train`` and ``n_test``.
     ``oof``: one row per patient per repeat: ``repeat``, ``fold``, ``id``,
-    ``y_true``, ``probability`` (of malignancy) and ``prediction``.
+    ``y_true``, ``probability`` (of malignancy) and ``prediction``
+    (``probability >= threshold``).
     """
 
     folds: list[dict]
     oof: pd.DataFrame
+    threshold: float = 0.5
 
     def summary(self) -> dict:
-        """Mean, std (population, ddof=0), min and max of each metric over folds.
+        """Mean, std (sample, ddof=1), min and max of each metric over folds, and more.
 
-        Also ``confusion_matrix_pooled``, the fold matrices summed (with
-        repeats, each patient is counted once per repeat), and ``n_folds``.
+        ``confusion_matrix_per_repeat``: the fold matrices summed within each repeat,
+        then averaged over repeats (each patient counted once; fractional with
+        repeats). ``confusion_matrix_pooled``: summed over every fold of every repeat
+        (each patient counted once per repeat). ``headline``: :func:`oof_estimates`
+        at ``threshold`` (point estimates with 95 % bootstrap intervals), when
+        out-of-fold predictions are present. Also ``n_folds``, ``n_repeats``,
+        ``threshold``.
         """
         summary = {}
         for metric in METRICS:
             values = np.array([fold[metric] for fold in self.folds], dtype=float)
             summary[metric] = {
                 "mean": float(np.mean(values)),
-                "std": float(np.std(values)),
+                "std": float(np.std(values, ddof=1)) if len(values) > 1 else float("nan"),
                 "min": float(np.min(values)),
                 "max": float(np.max(values)),
             }
-        pooled = np.sum([fold["confusion_matrix"] for fold in self.folds], axis=0)
-        summary["confusion_matrix_pooled"] = pooled.astype(int).tolist()
+        matrices = np.array([fold["confusion_matrix"] for fold in self.folds], dtype=float)
+        repeats = np.array([fold.get("repeat", 1) for fold in self.folds])
+        n_repeats = len(np.unique(repeats))
+        summary["confusion_matrix_pooled"] = matrices.sum(axis=0).astype(int).tolist()
+        summary["confusion_matrix_per_repeat"] = (matrices.sum(axis=0) / n_repeats).tolist()
         summary["n_folds"] = len(self.folds)
+        summary["n_repeats"] = n_repeats
+        summary["threshold"] = float(self.threshold)
+        if len(self.oof):
+            summary["headline"] = oof_estimates(self.oof, self.threshold)
         return summary
+
+
+def _repeat_matrix(oof) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(y, P, folds)``: labels per patient (sorted by id), probabilities ``(repeats, patients)``."""
+    frame = oof if isinstance(oof, pd.DataFrame) else pd.DataFrame(dict(oof))
+    if "repeat" not in frame:
+        frame = frame.assign(repeat=1)
+    if frame.duplicated(["repeat", "id"]).any():
+        raise ValueError("out-of-fold predictions hold a patient twice within one repeat.")
+    wide = frame.pivot(index="repeat", columns="id", values="probability")
+    if wide.isna().any().any():
+        raise ValueError("every repeat's out-of-fold predictions must cover the same patients.")
+    labels = frame.drop_duplicates("id").set_index("id")["y_true"].reindex(wide.columns)
+    folds = int(frame["fold"].max()) if "fold" in frame else 0
+    return labels.to_numpy(dtype=int), wide.to_numpy(dtype=float), folds
+
+
+def _count_metrics(tp, fn, tn, fp) -> dict:
+    """:data:`COUNT_METRICS` from (weighted) confusion counts; NaN where undefined."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        recall, specificity = tp / (tp + fn), tn / (tn + fp)
+        return {"balanced_accuracy": (recall + specificity) / 2, "recall": recall,
+                "specificity": specificity, "precision": tp / (tp + fp),
+                "f1": 2 * tp / (2 * tp + fp + fn)}
+
+
+def _repeat_averaged(y, decided, weights) -> dict:
+    """Each count metric per row of ``weights`` (patient multiplicities), computed on
+    each repeat's pooled decisions and averaged over repeats (``decided``: repeats x patients)."""
+    positive, negative = (y == 1).astype(float), (y == 0).astype(float)
+    called = decided.T.astype(float)  # patients x repeats
+    counts = {"tp": weights @ (called * positive[:, None]), "fn": weights @ ((1 - called) * positive[:, None]),
+              "tn": weights @ ((1 - called) * negative[:, None]), "fp": weights @ (called * negative[:, None])}
+    return {metric: values.mean(axis=-1) for metric, values in _count_metrics(**counts).items()}
+
+
+def count_metrics(y, decided) -> dict:
+    """:data:`COUNT_METRICS` of one set of 0/1 decisions (floats; NaN where undefined)."""
+    return {m: float(v[0]) for m, v in _repeat_averaged(np.asarray(y, dtype=int), np.atleast_2d(decided),
+                                                        np.ones((1, len(y)))).items()}
+
+
+def decision_estimates(y, decided, *, folds=0, method="bootstrap over patients of the out-of-fold predictions",
+                       n_boot=N_BOOTSTRAP, seed=0, level=CI_LEVEL, threshold=None) -> dict:
+    """Point estimates and percentile-bootstrap intervals of :data:`COUNT_METRICS`.
+
+    ``decided`` holds 0/1 decisions, one row per repeat, one column per patient
+    (labels ``y``). The point estimate of a metric is its value on each repeat's
+    pooled decisions, averaged over repeats; the interval resamples patients
+    (with replacement, all repeats of a patient together, ``seed`` fixed) and
+    recomputes the same statistic. Returns a JSON-ready dict: ``metrics`` (metric ->
+    ``estimate, low, high``), ``level``, ``n_patients``, ``repeats``, ``folds``,
+    ``n_bootstrap``, ``seed``, ``method``, ``threshold``.
+    """
+    y, decided = np.asarray(y, dtype=int), np.atleast_2d(np.asarray(decided))
+    n = len(y)
+    point = _repeat_averaged(y, decided, np.ones((1, n)))
+    weights = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
+    boot = _repeat_averaged(y, decided, weights)
+    tail = 100 * (1 - level) / 2
+    metrics = {}
+    for metric in COUNT_METRICS:
+        finite = boot[metric][np.isfinite(boot[metric])]
+        low, high = np.percentile(finite, [tail, 100 - tail]) if len(finite) else (np.nan, np.nan)
+        metrics[metric] = {"estimate": float(point[metric][0]), "low": float(low), "high": float(high)}
+    return {"metrics": metrics, "level": level, "n_patients": n, "repeats": len(decided), "folds": folds,
+            "n_bootstrap": n_boot, "seed": seed, "method": method,
+            "threshold": None if threshold is None else float(threshold)}
+
+
+def oof_estimates(oof, threshold=0.5, *, n_boot=N_BOOTSTRAP, seed=0, level=CI_LEVEL) -> dict:
+    """:func:`decision_estimates` of out-of-fold predictions decided by ``probability >= threshold``.
+
+    ``oof``: a run's ``oof`` (frame or dict of lists with ``repeat``, ``fold``,
+    ``id``, ``y_true``, ``probability``). The one function behind every headline
+    figure of a run, in the CLI, the run record, the reports and the pages.
+    """
+    y, probability, folds = _repeat_matrix(oof)
+    return decision_estimates(y, probability >= threshold, folds=folds, n_boot=n_boot, seed=seed,
+                              level=level, threshold=threshold)
+
+
+def format_estimate(estimates: dict, metric: str, digits: int = 3) -> str:
+    """One figure with its interval and what it was computed on, the same everywhere, e.g.
+    ``0.878 (95% CI 0.83-0.92; bootstrap over 110 patients of the out-of-fold predictions,
+    20 x 3-fold CV)``."""
+    value = estimates["metrics"][metric]
+    design = f"{estimates['repeats']} x {estimates['folds']}-fold CV" if estimates.get("folds") else \
+        f"{estimates['repeats']} repeat(s)"
+    method = estimates["method"].replace("patients", f"{estimates['n_patients']} patients", 1)
+    return (f"{value['estimate']:.{digits}f} ({estimates['level']:.0%} CI {value['low']:.2f}-{value['high']:.2f}; "
+            f"{method}, {design})")
 
 
 def _check_cv_inputs(X, y, ids, folds):
@@ -102,11 +226,14 @@ def _positive_proba(model, X):
     return model.predict_proba(X)[:, list(model.classes_).index(1)]
 
 
-def cross_validate(estimator, X, y, ids, folds=3, repeats=1, seed=0, progress=None) -> CVResult:
+def cross_validate(estimator, X, y, ids, folds=3, repeats=1, seed=0, progress=None,
+                   threshold=0.5) -> CVResult:
     """Repeated stratified k-fold cross-validation over patients.
 
     For each fold, a clone of ``estimator`` is fitted on the training patients
-    only and predicts the test patients. ``progress(done, total)``, if given,
+    only and gives the test patients a probability of malignancy; the decision
+    (and every fold metric) is ``probability >= threshold``, the rule used
+    everywhere else, never the estimator's own ``predict()``. ``progress(done, total)``, if given,
     is called after each fold. The same inputs and ``seed`` give the same
     folds and, with deterministic estimators, identical results.
     """
@@ -120,7 +247,8 @@ def cross_validate(estimator, X, y, ids, folds=3, repeats=1, seed=0, progress=No
         repeat, fold = divmod(index, folds)
         model = clone(estimator).fit(X[train], y[train])
         X_test = X[test]
-        prediction, probability = model.predict(X_test), _positive_proba(model, X_test)
+        probability = _positive_proba(model, X_test)
+        prediction = (probability >= threshold).astype(int)
         where = {"repeat": repeat + 1, "fold": fold + 1}
         fold_rows.append(
             where
@@ -135,7 +263,7 @@ def cross_validate(estimator, X, y, ids, folds=3, repeats=1, seed=0, progress=No
         )
         if progress is not None:
             progress(index + 1, total)
-    return CVResult(folds=fold_rows, oof=pd.concat(oof_parts, ignore_index=True))
+    return CVResult(folds=fold_rows, oof=pd.concat(oof_parts, ignore_index=True), threshold=threshold)
 
 
 def roc_points(y_true, proba) -> dict:
@@ -166,3 +294,45 @@ def threshold_for_sensitivity(y_true, proba, target) -> float:
         raise ValueError("y_true has no malignant (1) patients, so sensitivity is undefined.")
     _, tpr, thresholds = roc_curve(y_true, proba, drop_intermediate=False)
     return float(thresholds[np.argmax(tpr >= target)])
+
+
+LEAVE_ONE_REPEAT_OUT = ("bootstrap over patients of each repeat's out-of-fold predictions, "
+                        "decided at the median threshold of the other repeats")
+
+
+def threshold_from_repeats(oof, target: float) -> dict:
+    """A threshold for sensitivity ``target`` chosen from many repeats, and an honest estimate of it.
+
+    One cross-validation repeat gives a noisy threshold, and quoting the sensitivity
+    it reaches on the same predictions is true by construction. Here each repeat's
+    out-of-fold predictions give their own :func:`threshold_for_sensitivity`; the
+    chosen threshold is their median. The estimate is leave-one-repeat-out: each
+    repeat is decided at the median threshold of the *other* repeats, and
+    :func:`decision_estimates` summarises those held-out decisions (point estimate
+    and bootstrap interval over patients). The repeats share patients, so this
+    still flatters a little, but the threshold is never scored on the predictions
+    it was chosen on. Needs at least 2 repeats.
+
+    Returns ``target_sensitivity``, ``threshold``, ``per_repeat`` (the thresholds)
+    and ``estimate``.
+    """
+    y, probability, folds = _repeat_matrix(oof)
+    if len(probability) < 2:
+        raise ValueError("choosing a threshold from repeats needs at least 2 cross-validation repeats.")
+    per_repeat = np.array([threshold_for_sensitivity(y, row, target) for row in probability])
+    held_out = np.array([np.median(np.delete(per_repeat, r)) for r in range(len(per_repeat))])
+    decided = probability >= held_out[:, None]
+    estimate = decision_estimates(y, decided, folds=folds, method=LEAVE_ONE_REPEAT_OUT)
+    threshold = float(min(np.median(per_repeat), 1.0))
+    return {"target_sensitivity": float(target), "threshold": threshold,
+            "per_repeat": [float(t) for t in per_repeat], "estimate": estimate | {"threshold": threshold}}
+
+
+def run_estimates(run) -> dict | None:
+    """A stored run's headline estimates: ``summary["headline"]``, or for a run stored before
+    it existed :func:`oof_estimates` of its ``oof`` at its threshold (0.5); None without
+    out-of-fold predictions."""
+    summary = run.get("summary") or {}
+    if summary.get("headline"):
+        return summary["headline"]
+    return oof_estimates(run["oof"], summary.get("threshold", 0.5)) if run.get("oof") else None

@@ -18,12 +18,13 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from lympho.data import Cohort, Patient, clinical_matrix, clinical_names, write_text_atomic
-from lympho.encoders.torchvision import BACKBONES, PRECISIONS, WEIGHTS
+from lympho.data import (Cohort, Patient, categorical_columns, clinical_matrix, clinical_names,
+                         write_text_atomic)
+from lympho.encoders import ENCODERS, PRECISIONS, WEIGHTS, uses_torchvision_options
 from lympho.evaluation import METRICS, cross_validate
 from lympho.features import FeatureExtractor, Preprocessing
 from lympho.models.classifiers import CLASSIFIERS, IMBALANCE, make_pipeline
-from lympho.pooling import POOLINGS, pool_bags
+from lympho.pooling import POOLINGS, pool_bags, pooled_names
 
 FEATURE_SETS = ("clinical", "images", "both")
 CLASSIFIER_NAMES = {"svm": "SVM", "mlp": "MLP", "xgboost": "XGBoost", "logreg": "LogReg"}
@@ -37,7 +38,7 @@ class ExperimentConfig:
     """Everything that determines a result; equal configs give identical numbers."""
 
     features: str = "both"
-    backbone: str = "resnet18"
+    encoder: str = "resnet18"
     weights: str = "imagenet"
     pooling: str = "mean"
     classifier: str = "mlp"
@@ -50,7 +51,7 @@ class ExperimentConfig:
     crop: int | None = None
 
     def __post_init__(self):
-        choices = {"features": FEATURE_SETS, "backbone": tuple(BACKBONES), "weights": WEIGHTS,
+        choices = {"features": FEATURE_SETS, "encoder": tuple(ENCODERS), "weights": WEIGHTS,
                    "pooling": tuple(POOLINGS), "classifier": CLASSIFIERS,
                    "imbalance": IMBALANCE, "precision": PRECISIONS}
         for name, allowed in choices.items():
@@ -58,6 +59,11 @@ class ExperimentConfig:
                 raise ValueError(f"{name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
         if self.folds < 2 or self.repeats < 1:
             raise ValueError(f"folds must be >= 2 and repeats >= 1, got {self.folds} and {self.repeats}")
+
+    @property
+    def backbone(self) -> str:
+        """Read-only alias of ``encoder`` (the field's name before 2026-11)."""
+        return self.encoder
 
     @property
     def uses_images(self) -> bool:
@@ -68,6 +74,10 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "ExperimentConfig":
+        """Inverse of :meth:`to_dict`; ``backbone`` (the field's name before 2026-11) is
+        read as ``encoder``."""
+        if "backbone" in values and "encoder" not in values:
+            values = {("encoder" if k == "backbone" else k): v for k, v in values.items()}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:
@@ -79,13 +89,15 @@ class ExperimentConfig:
 
     def label(self) -> str:
         """A short human name, e.g. ``MLP, clinical + resnet18/mean``."""
-        images = f"{self.backbone}/{self.pooling}" + ("" if self.weights == "imagenet" else f" ({self.weights})")
+        images = f"{self.encoder}/{self.pooling}"
+        if uses_torchvision_options(self.encoder) and self.weights != "imagenet":
+            images += f" ({self.weights})"
         parts = {"clinical": "clinical", "images": images, "both": f"clinical + {images}"}
         return f"{CLASSIFIER_NAMES[self.classifier]}, {parts[self.features]}"
 
 
 def make_extractor(config: ExperimentConfig, cache_dir: Path | None) -> FeatureExtractor:
-    return FeatureExtractor(config.backbone, config.weights, precision=config.precision,
+    return FeatureExtractor(config.encoder, config.weights, precision=config.precision,
                             preprocessing=Preprocessing(crop=config.crop), cache_dir=cache_dir)
 
 
@@ -99,8 +111,14 @@ def design_matrix(patients: Sequence[Patient], config: ExperimentConfig,
     if config.uses_images:
         pooled = pool_bags(bags, config.pooling)
         blocks.append(pooled)
-        names += [f"{config.pooling}_{i}" for i in range(pooled.shape[1])]
+        names += pooled_names(make_extractor(config, None).encoder.feature_names, config.pooling)
     return np.hstack(blocks), names
+
+
+def config_pipeline(config: ExperimentConfig, names: Sequence[str]):
+    """``config``'s unfitted pipeline for a design matrix with columns ``names`` (SMOTE-NC
+    keeps its categorical columns categorical)."""
+    return make_pipeline(config.classifier, config.imbalance, config.seed, categorical_columns(list(names)))
 
 
 def instance_bags(patients: Sequence[Patient], config: ExperimentConfig, cache_dir: Path | None,
@@ -109,6 +127,13 @@ def instance_bags(patients: Sequence[Patient], config: ExperimentConfig, cache_d
         return None
     on_extract = (lambda done, total: progress("extract", done, total)) if progress else None
     return make_extractor(config, cache_dir).bags(patients, on_extract)
+
+
+def encoder_record(config: ExperimentConfig) -> dict | None:
+    """What produced the instance features: the encoder's name, code version and resolved
+    parameters (device type, precision, weights, seed, library versions); None when the
+    config uses no images. Stored in every run record and model."""
+    return make_extractor(config, None).describe() if config.uses_images else None
 
 
 def cohort_summary(cohort: Cohort) -> dict:
@@ -123,10 +148,10 @@ def run_experiment(cohort: Cohort, config: ExperimentConfig, cache_dir: Path | N
     patients = cohort.labelled()
     if bags is None:
         bags = instance_bags(patients, config, cache_dir, progress)
-    X, _ = design_matrix(patients, config, bags)
+    X, names = design_matrix(patients, config, bags)
     y = np.array([p.label for p in patients])
     on_fold = (lambda done, total: progress("folds", done, total)) if progress else None
-    result = cross_validate(make_pipeline(config.classifier, config.imbalance, config.seed), X, y,
+    result = cross_validate(config_pipeline(config, names), X, y,
                             [p.id for p in patients], folds=config.folds, repeats=config.repeats,
                             seed=config.seed, progress=on_fold)
     return {
@@ -134,6 +159,7 @@ def run_experiment(cohort: Cohort, config: ExperimentConfig, cache_dir: Path | N
         "cohort": cohort_summary(cohort), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "folds": result.folds, "summary": result.summary(),
         "oof": result.oof.to_dict(orient="list"), "versions": versions(),
+        "encoder": encoder_record(config),
     }
 
 

@@ -49,7 +49,7 @@ CONFIG_PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E0
                   "#3969AC", "#B8860B", "#E73F74", "#6B8E23")
 #: Fields that do not change which model a configuration is (only how it was evaluated).
 _NOT_IDENTITY = ("folds", "repeats", "seed", "precision")
-_IMAGE_FIELDS = ("backbone", "weights", "pooling", "crop")
+_IMAGE_FIELDS = ("encoder", "backbone", "weights", "pooling", "crop")  # backbone: runs before 2026-11
 IMBALANCE_LABELS = {"none": "No class balancing", "weights": "Class weights", "smote": "SMOTE"}
 FEATURE_LABELS = {"clinical": "Clinical only", "images": "Images only", "both": "Clinical + images"}
 NEUTRAL = "#5B6B8C"
@@ -233,12 +233,12 @@ def _folds_frame(folds) -> pd.DataFrame:
 
 
 def _mean_std(values) -> tuple[float, float]:
-    """Mean and population std (ddof=0, as in ``CVResult.summary``), ignoring NaN."""
+    """Mean and sample std (ddof=1, as in ``CVResult.summary``), ignoring NaN."""
     values = np.asarray(values, dtype=float)
     values = values[~np.isnan(values)]
     if values.size == 0:
         return float("nan"), float("nan")
-    return float(values.mean()), float(values.std())
+    return float(values.mean()), float(values.std(ddof=1)) if values.size > 1 else float("nan")
 
 
 def fold_metrics(folds, metrics: Sequence[str] = METRICS,
@@ -247,7 +247,7 @@ def fold_metrics(folds, metrics: Sequence[str] = METRICS,
 
     ``folds`` is a run's ``folds`` list (or a frame of it). The x axis is numeric
     with the metric names as tick labels, so fold points are spread sideways
-    and stay visible. Std is the population std (ddof=0), as in the run summary.
+    and stay visible. Std is the sample std (ddof=1), as in the run summary.
     """
     table = _folds_frame(folds)
     metrics = [m for m in metrics if m in table.columns]
@@ -366,7 +366,7 @@ def roc_curves(oof, marker: tuple[float, float] | None = None,
             marker=dict(symbol="x", size=14, color=LABEL_COLORS["Malignant"], line=dict(width=2)),
             hovertemplate="Operating point<br>FPR %{x:.2f}, sensitivity %{y:.2f}<extra></extra>"))
     if aucs and len(aucs) > 1:
-        title = f"{title} — AUC {np.mean(aucs):.3f} ± {np.std(aucs):.3f} over {len(aucs)} repeats"
+        title = f"{title} — AUC {np.mean(aucs):.3f} ± {np.std(aucs, ddof=1):.3f} over {len(aucs)} repeats"
     _styled(fig, title, height=460, xaxis_title="False positive rate (1 − specificity)",
             yaxis_title="True positive rate (sensitivity)",
             legend=dict(x=0.98, y=0.02, xanchor="right", yanchor="bottom", font=dict(size=12)))
@@ -405,7 +405,7 @@ def _table_configs(table: pd.DataFrame) -> dict[str, dict]:
 def ablation_bars(table: pd.DataFrame, metrics: Sequence[str] = ABLATION_METRICS,
                   title: str = "Ablation (mean ± std over folds)") -> go.Figure:
     """Grouped bars from :func:`lympho.experiment.ablation_table`: x = metric, colour =
-    the configuration's own colour, height = mean over folds, error bar = std over folds."""
+    the configuration's own colour, height = mean over folds, error bar = std over folds (ddof=1)."""
     configs = _table_configs(table)
     groups = []
     for name in pd.unique(table["configuration"]):

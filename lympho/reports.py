@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from lympho import figures
-from lympho.evaluation import METRICS
+from lympho.evaluation import HEADLINE, METRICS, format_estimate, run_estimates
 
 #: At most this many cell thumbnails on a patient report.
 MAX_CELLS = 12
@@ -41,13 +41,18 @@ def _esc(value) -> str:
 def runs_table(runs: Sequence[Mapping]) -> pd.DataFrame:
     """One row per run: id (when any run has one), created, label, key, cohort name,
     synthetic, n_labelled, n_folds, every config field, then ``<metric>_mean`` and
-    ``<metric>_std`` for each of :data:`lympho.evaluation.METRICS`."""
+    ``<metric>_std`` (sample std over folds, ddof=1) for each of
+    :data:`lympho.evaluation.METRICS`, then the headline estimates: ``threshold`` and
+    ``<metric>_estimate``, ``<metric>_ci_low``, ``<metric>_ci_high`` for each of
+    :data:`lympho.evaluation.HEADLINE` (95 % bootstrap over patients of the out-of-fold
+    predictions; NaN for a run without them)."""
     config_fields: list[str] = []
     for run in runs:
         config_fields += [k for k in run.get("config", {}) if k not in config_fields]
     with_id = any("id" in run for run in runs)
     metric_columns = [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
-    columns = [c for c in _BASE_COLUMNS if with_id or c != "id"] + config_fields + metric_columns
+    ci_columns = ["threshold"] + [f"{m}_{s}" for m in HEADLINE for s in ("estimate", "ci_low", "ci_high")]
+    columns = [c for c in _BASE_COLUMNS if with_id or c != "id"] + config_fields + metric_columns + ci_columns
     rows = []
     for run in runs:
         cohort, summary = run.get("cohort", {}), run.get("summary", {})
@@ -59,8 +64,20 @@ def runs_table(runs: Sequence[Mapping]) -> pd.DataFrame:
             stats = summary.get(metric, {})
             row[f"{metric}_mean"] = stats.get("mean", math.nan)
             row[f"{metric}_std"] = stats.get("std", math.nan)
+        row.update(_ci_columns(run_estimates(run)))
         rows.append(row)
     return pd.DataFrame(rows, columns=columns)
+
+
+def _ci_columns(estimates: Mapping | None) -> dict:
+    if estimates is None:
+        return {}
+    row = {"threshold": estimates["threshold"]}
+    for metric in HEADLINE:
+        value = estimates["metrics"][metric]
+        row |= {f"{metric}_estimate": value["estimate"], f"{metric}_ci_low": value["low"],
+                f"{metric}_ci_high": value["high"]}
+    return row
 
 
 # --------------------------------------------------------------------------- HTML helpers
@@ -136,12 +153,28 @@ def _comparison_table(runs: Sequence[Mapping]) -> str:
         summary = run.get("summary", {})
         row = {"Run": figures.run_name(run), "Cohort": run.get("cohort", {}).get("name", ""),
                "Folds": summary.get("n_folds", len(run.get("folds", [])))}
+        estimates = run_estimates(run)
+        for metric in HEADLINE:
+            value = estimates["metrics"][metric] if estimates else None
+            row[f"{figures.metric_label(metric)}, 95% CI"] = (
+                f"{value['estimate']:.3f} ({value['low']:.2f}-{value['high']:.2f})" if value else "—")
         for metric in METRICS:
             stats = summary.get(metric)
-            row[figures.metric_label(metric)] = (f"{stats['mean']:.3f} ± {stats['std']:.3f}" if stats else "—")
+            row[f"{figures.metric_label(metric)}, mean ± std"] = (
+                f"{stats['mean']:.3f} ± {stats['std']:.3f}" if stats else "—")
         rows.append(row)
     frame = pd.DataFrame(rows)
-    return _table(frame, numeric=["Folds"] + [figures.metric_label(m) for m in METRICS])
+    return _table(frame, numeric=[c for c in frame.columns if c not in ("Run", "Cohort")])
+
+
+def _headline_list(run: Mapping) -> str:
+    """The run's headline figures, each with its interval and what it was computed on."""
+    estimates = run_estimates(run)
+    if estimates is None:
+        return ""
+    items = "".join(f"<li>{_esc(figures.metric_label(m))}: {_esc(format_estimate(estimates, m))}</li>"
+                    for m in HEADLINE)
+    return (f"<p>Malignant when probability &ge; {estimates['threshold']:g}:</p><ul>{items}</ul>")
 
 
 def _config_table(run: Mapping) -> str:
@@ -180,6 +213,20 @@ def _fold_table(run: Mapping) -> str:
     return _table(frame, numeric=numeric, summary_row=summary_row)
 
 
+def _confusion_of(run: Mapping) -> tuple[list | None, str]:
+    """The run's confusion matrix with each patient counted once (averaged over repeats), and
+    its title; a run stored before that existed shows its pooled matrix, labelled as such."""
+    summary = run.get("summary", {})
+    repeats = summary.get("n_repeats") or run.get("config", {}).get("repeats", 1)
+    if "confusion_matrix_per_repeat" in summary:
+        note = f"mean over {repeats} repeats, " if repeats > 1 else ""
+        return summary["confusion_matrix_per_repeat"], f"Confusion matrix ({note}each patient once)"
+    if "confusion_matrix_pooled" in summary:
+        note = f", each patient counted {repeats}×" if repeats and repeats > 1 else ""
+        return summary["confusion_matrix_pooled"], f"Pooled confusion matrix (all folds{note})"
+    return None, ""
+
+
 def _synthetic(run: Mapping) -> bool:
     return bool(run.get("cohort", {}).get("synthetic", False))
 
@@ -189,14 +236,16 @@ def runs_report_html(runs: Sequence[Mapping], title: str = "lympho runs") -> str
 
     Layout: title, generation time, a banner if any run used the synthetic demo
     cohort, the comparison table, the :func:`figures.compare_runs` chart, then per
-    run its configuration, fold table, pooled confusion matrix and ROC curves.
+    run its configuration, headline figures with intervals, fold table, confusion
+    matrix (each patient once) and ROC curves.
     plotly.js is embedded inline exactly once (with the first figure).
     """
     runs = list(runs)
     parts = [f"<h1>{_esc(title)}</h1>",
              f'<p class="meta">Generated {_esc(time.strftime("%Y-%m-%d %H:%M"))} by lympho · '
              f"{len(runs)} run{'s' if len(runs) != 1 else ''} · malignant (1) is the positive class; "
-             f"std is over cross-validation folds (ddof=0).</p>"]
+             f"std is the sample standard deviation (ddof=1) over cross-validation folds, a spread; "
+             f"95% CI: percentile bootstrap over patients of the out-of-fold predictions.</p>"]
     synthetic = [r for r in runs if _synthetic(r)]
     if synthetic:
         parts.append(f'<div class="banner" role="alert">SYNTHETIC DEMO COHORT: {len(synthetic)} of {len(runs)} '
@@ -213,14 +262,12 @@ def runs_report_html(runs: Sequence[Mapping], title: str = "lympho runs") -> str
             summary = run.get("summary", {})
             tag = '<span class="tag">synthetic</span>' if _synthetic(run) else ""
             parts.append(f'<section class="run"><h2>{index}. {_esc(figures.run_name(run))}{tag}</h2>')
-            parts += ["<h3>Configuration</h3>", _config_table(run), "<h3>Folds</h3>", _fold_table(run)]
+            parts += ["<h3>Configuration</h3>", _config_table(run), "<h3>Headline figures</h3>",
+                      _headline_list(run), "<h3>Folds</h3>", _fold_table(run)]
             pair = []
-            if "confusion_matrix_pooled" in summary:
-                repeats = run.get("config", {}).get("repeats", 1)
-                note = f", each patient counted {repeats}×" if repeats and repeats > 1 else ""
-                fig = figures.confusion_matrix(summary["confusion_matrix_pooled"],
-                                               f"Pooled confusion matrix (all folds{note})")
-                pair.append(_figure_html(fig, first))
+            matrix, title = _confusion_of(run)
+            if matrix is not None:
+                pair.append(_figure_html(figures.confusion_matrix(matrix, title), first))
                 first = False
             if run.get("oof"):
                 pair.append(_figure_html(figures.roc_curves(run["oof"]), first))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
+from filelock import FileLock
 
 from lympho.data import write_text_atomic
 from lympho.evaluation import METRICS
@@ -67,9 +68,19 @@ class RunStore:
         payload = {k: v for k, v in run.items() if k != "id"}
         write_text_atomic(self._path(run_id), json.dumps(payload, indent=1, default=_plain))
 
+    def _lock(self) -> FileLock:
+        """Writers take turns (threads of the dashboard, other processes): a run found
+        absent is not stored twice, and an edit never loses a concurrent one."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        return FileLock(self.directory / ".lock", timeout=60)
+
     def save(self, run: dict) -> str:
         """Store ``run``; an identical configuration + data + seed replaces its earlier
         results under the same id, keeping the user's name, tags and note."""
+        with self._lock():
+            return self._save(run)
+
+    def _save(self, run: dict) -> str:
         run = {**run, "fingerprint": fingerprint(run)}
         existing = self.find(run["fingerprint"])
         if existing is not None:
@@ -108,9 +119,10 @@ class RunStore:
         return loaded
 
     def _edit(self, run_id: str, **changes) -> dict:
-        run = self.load(run_id)
-        run.update(changes)
-        self._write(run_id, run)
+        with self._lock():
+            run = self.load(run_id)
+            run.update(changes)
+            self._write(run_id, run)
         return run
 
     def rename(self, run_id: str, name: str) -> dict:

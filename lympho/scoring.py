@@ -1,10 +1,11 @@
 """Fit a final model on every labelled patient, store it safely, score new patients.
 
 A model directory holds ``model.json`` (config, versions, training cohort, the
-checksum of the fitted pipeline) and ``pipeline.joblib``. It is written into a
-temporary sibling and swapped in whole, so an interrupted save never damages a
-model that was already there. Load only model directories you trust: joblib files
-are pickles.
+checksum of the fitted pipeline) and ``pipeline.skops``, a format that cannot run code
+when loaded (:mod:`lympho.model_format`; old ``pipeline.joblib`` pickles load only with
+``trust_pickle=True``). It is written into a temporary sibling and swapped in whole,
+under a lock beside it, so an interrupted or concurrent save never damages a model that
+was already there, and the next save or load repairs what a killed one left behind.
 """
 
 from __future__ import annotations
@@ -21,20 +22,22 @@ from datetime import date
 from pathlib import Path
 from typing import Sequence
 
-import joblib
+from filelock import FileLock
 import numpy as np
 import pandas as pd
 
-from lympho.data import (IMAGE_SUFFIXES, UNKNOWN_LABEL, CohortError, Patient, age_at_reference, check_image,
-                         list_images, parse_gender, parse_lymph_count)
-from lympho.evaluation import cross_validate
+from lympho.data import (IMAGE_SUFFIXES, REFERENCE_DATE, UNKNOWN_LABEL, CohortError, Patient, age_at_reference,
+                         age_today_to_reference, check_image, list_images, parse_gender, parse_lymph_count)
+from lympho.evaluation import cross_validate, oof_estimates, threshold_from_repeats
 from lympho.evaluation import operating_point as _operating_point
 from lympho.evaluation import threshold_for_sensitivity as _threshold_for_sensitivity
-from lympho.experiment import (ExperimentConfig, StageProgress, cohort_summary, design_matrix,
-                               instance_bags, versions, write_json_atomic)
-from lympho.models.classifiers import make_pipeline
+from lympho.model_format import (LEGACY_PIPELINE_FILE, PIPELINE_FILE, ModelError, load_legacy_pipeline,
+                                  load_pipeline, save_pipeline)
+from lympho.experiment import (ExperimentConfig, StageProgress, cohort_summary, config_pipeline, design_matrix,
+                               encoder_record, instance_bags, versions, write_json_atomic)
 
-MODEL_FORMAT = 1
+#: 2: the pipeline in skops (safe); 1: a joblib pickle, loaded only when trusted.
+MODEL_FORMAT = 2
 #: Chosen by 20 x repeated 3-fold cross-validation on the real cohort
 #: (benchmarks/model_selection.py, figures in the README): the best configuration that
 #: needs no downloaded weights.
@@ -43,8 +46,6 @@ RECOMMENDED = ExperimentConfig(features="clinical", classifier="xgboost", imbala
 MAX_LYMPH_COUNT = 1000.0
 
 
-class ModelError(RuntimeError):
-    """A model directory that is missing, incomplete or damaged."""
 
 
 @dataclass
@@ -53,10 +54,17 @@ class TrainedModel:
     pipeline: object
     meta: dict
 
+    @property
+    def threshold(self) -> float:
+        """The model's stored decision threshold (0.5 for a model saved without one)."""
+        return float((self.meta.get("operating_point") or {}).get("threshold", 0.5))
+
     def predict(self, patients: Sequence[Patient], cache_dir: Path | None = None,
-                progress: StageProgress | None = None, threshold: float = 0.5) -> pd.DataFrame:
+                progress: StageProgress | None = None, threshold: float | None = None) -> pd.DataFrame:
         """``id, probability, prediction`` per patient, ``prediction`` being
-        ``probability >= threshold`` everywhere (CLI, scoring, dashboard); labels are never read."""
+        ``probability >= threshold`` everywhere (CLI, scoring, dashboard); labels are never read.
+        ``threshold`` defaults to the model's stored one (:attr:`threshold`)."""
+        threshold = self.threshold if threshold is None else threshold
         unlabelled = [dataclasses.replace(p, label=UNKNOWN_LABEL) for p in patients]
         bags = instance_bags(unlabelled, self.config, cache_dir, progress)
         X, _ = design_matrix(unlabelled, self.config, bags)
@@ -64,82 +72,149 @@ class TrainedModel:
         return pd.DataFrame({"id": [p.id for p in unlabelled], "probability": probability,
                              "prediction": (probability >= threshold).astype(int)})
 
-    def _oof(self) -> tuple[np.ndarray, np.ndarray]:
+    def _oof(self) -> pd.DataFrame:
         oof = self.meta.get("oof")
         if not oof:
             reason = self.meta.get("oof_unavailable") or "the model was saved without them"
             raise ModelError(f"this model has no out-of-fold predictions to choose a threshold from "
                              f"({reason})")
-        return np.asarray(oof["y_true"], dtype=int), np.asarray(oof["probability"], dtype=float)
+        frame = pd.DataFrame(oof)
+        if "id" not in frame:  # saved before repeats were kept: one repeat, rows in patient order
+            frame = frame.assign(id=np.arange(len(frame)), repeat=1)
+        return frame
 
     def threshold_for_sensitivity(self, target: float) -> float:
-        """The highest threshold whose out-of-fold sensitivity on the training patients
-        reaches ``target`` (0 < target <= 1). An estimate from one cross-validation on a
-        small cohort: new patients may fall short of it."""
-        if not 0 < target <= 1:
-            raise ValueError(f"target sensitivity must be in (0, 1], got {target}")
-        y_true, probability = self._oof()
-        return _threshold_for_sensitivity(y_true, probability, target)
+        """The threshold for out-of-fold sensitivity ``target`` (0 < target <= 1) on the
+        training patients: the median over the stored repeats of each repeat's threshold
+        (:func:`lympho.evaluation.threshold_from_repeats`; one repeat in older models)."""
+        return self.operating_point_estimate(sensitivity=target)["threshold"]
+
+    def operating_point_estimate(self, threshold: float | None = None, sensitivity: float | None = None) -> dict:
+        """What a decision rule reaches on the training patients, out of fold, with intervals.
+
+        With ``sensitivity``: the threshold chosen from the stored repeats for that target
+        and its leave-one-repeat-out estimate. Otherwise ``threshold`` (default: the
+        stored one) and :func:`lympho.evaluation.oof_estimates` at it (a fixed threshold is
+        not chosen on these predictions). Returns ``threshold, target_sensitivity,
+        estimate`` (``estimate`` formats with :func:`lympho.evaluation.format_estimate`).
+        """
+        oof = self._oof()
+        if sensitivity is not None:
+            if not 0 < sensitivity <= 1:
+                raise ValueError(f"target sensitivity must be in (0, 1], got {sensitivity}")
+            if oof["repeat"].nunique() > 1:
+                chosen = threshold_from_repeats(oof, sensitivity)
+                return {"threshold": chosen["threshold"], "target_sensitivity": sensitivity,
+                        "estimate": chosen["estimate"]}
+            threshold = min(_threshold_for_sensitivity(oof["y_true"], oof["probability"], sensitivity), 1.0)
+        threshold = self.threshold if threshold is None else float(threshold)
+        return {"threshold": threshold, "target_sensitivity": None, "estimate": oof_estimates(oof, threshold)}
 
     def operating_point(self, threshold: float) -> dict:
         """Out-of-fold ``threshold, sensitivity, specificity, balanced_accuracy,
         confusion_matrix`` on the training patients when ``probability >= threshold``
-        means malignant."""
-        y_true, probability = self._oof()
-        return _operating_point(y_true, probability, threshold)
+        means malignant (every stored repeat pooled; see :meth:`operating_point_estimate`
+        for intervals)."""
+        oof = self._oof()
+        return _operating_point(oof["y_true"], oof["probability"], threshold)
+
+
+#: The default operating point of a trained model: a screening tool must catch malignancy.
+TARGET_SENSITIVITY = 0.95
+#: Cross-validation repeats from which a trained model's threshold is chosen.
+THRESHOLD_REPEATS = 10
 
 
 def train_model(cohort, config: ExperimentConfig = RECOMMENDED, cache_dir: Path | None = None,
-                progress: StageProgress | None = None) -> TrainedModel:
-    """Fit ``config``'s pipeline on all labelled patients of ``cohort``.
+                progress: StageProgress | None = None, sensitivity: float | None = TARGET_SENSITIVITY,
+                threshold: float | None = None, threshold_repeats: int = THRESHOLD_REPEATS) -> TrainedModel:
+    """Fit ``config``'s pipeline on all labelled patients of ``cohort``, with its operating point.
 
-    Also cross-validates the same pipeline once (``config.folds`` folds, ``config.seed``)
-    on the same design matrix and keeps the out-of-fold probabilities in
-    ``meta["oof"] = {"y_true": [...], "probability": [...]}``, from which
-    :meth:`TrainedModel.threshold_for_sensitivity` picks an operating point. When a class
-    has fewer patients than folds, ``meta["oof"]`` is None and ``meta["oof_unavailable"]``
-    says why.
+    Also cross-validates the same pipeline ``threshold_repeats`` times (``config.folds``
+    folds, ``config.seed``) on the same design matrix and keeps the out-of-fold
+    probabilities in ``meta["oof"]`` (``repeat, fold, id, y_true, probability``). The
+    stored decision threshold, ``meta["operating_point"]``, is ``threshold`` when given,
+    else the one for sensitivity ``sensitivity`` chosen from the repeats
+    (:func:`lympho.evaluation.threshold_from_repeats`), with its honest estimate; with
+    neither, 0.5. When a class has fewer patients than folds, ``meta["oof"]`` is None,
+    ``meta["oof_unavailable"]`` says why and the threshold is ``threshold`` or 0.5.
     """
     patients = cohort.labelled()
     bags = instance_bags(patients, config, cache_dir, progress)
     X, names = design_matrix(patients, config, bags)
     y = np.array([p.label for p in patients])
-    pipeline = make_pipeline(config.classifier, config.imbalance, config.seed).fit(X, y)
+    pipeline = config_pipeline(config, names).fit(X, y)
     meta = {"format": MODEL_FORMAT, "config": config.to_dict(), "label": config.label(),
             "cohort": cohort_summary(cohort), "n_features": len(names),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": versions()}
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": versions(),
+            "encoder": encoder_record(config)}
     try:
-        result = cross_validate(make_pipeline(config.classifier, config.imbalance, config.seed), X, y,
-                                [p.id for p in patients], folds=config.folds, repeats=1, seed=config.seed)
+        result = cross_validate(config_pipeline(config, names), X, y, [p.id for p in patients],
+                                folds=config.folds, repeats=threshold_repeats, seed=config.seed)
     except ValueError as err:  # too few patients of a class for config.folds folds
-        meta |= {"oof": None, "oof_unavailable": str(err)}
-    else:
-        meta["oof"] = {"y_true": [int(v) for v in result.oof["y_true"]],
-                       "probability": [float(v) for v in result.oof["probability"]]}
-    return TrainedModel(config, pipeline, meta)
+        meta |= {"oof": None, "oof_unavailable": str(err),
+                 "operating_point": {"threshold": 0.5 if threshold is None else float(threshold),
+                                     "target_sensitivity": None, "estimate": None}}
+        return TrainedModel(config, pipeline, meta)
+    oof = result.oof[["repeat", "fold", "id", "y_true", "probability"]]
+    meta["oof"] = {column: oof[column].tolist() for column in oof}  # plain Python values
+    model = TrainedModel(config, pipeline, meta)
+    fixed = threshold is not None or sensitivity is None
+    meta["operating_point"] = model.operating_point_estimate(
+        threshold=(0.5 if threshold is None else threshold) if fixed else None,
+        sensitivity=None if fixed else sensitivity)
+    return model
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _lock(directory: Path) -> FileLock:
+    """The lock every save (and a load that finds a save half done) takes: beside the model
+    directory, so it works for a directory that does not exist yet."""
+    return FileLock(directory.with_name(f".{directory.name}.lock"), timeout=120)
+
+
+def _previous(directory: Path) -> Path:
+    return directory.with_name(f".{directory.name}.previous")
+
+
+def _repair(directory: Path) -> None:
+    """Under the lock: finish what a killed save left. Its staging folders are deleted; a
+    previous model moved aside but not yet replaced is put back."""
+    for staging in directory.parent.glob(f".{directory.name}.staging-*"):
+        shutil.rmtree(staging, ignore_errors=True)
+    previous = _previous(directory)
+    if previous.is_dir():
+        if directory.exists():
+            shutil.rmtree(previous)
+        else:
+            os.replace(previous, directory)
+
+
 def save_model(model: TrainedModel, directory: Path | str) -> Path:
-    """Write the model; an existing directory is replaced only if it is a model directory."""
+    """Write the model; an existing directory is replaced only if it is a model directory.
+    Concurrent saves to one directory take turns; each leaves a complete model."""
     directory = Path(directory)
-    if directory.exists() and not (directory / "model.json").is_file():
-        if not directory.is_dir() or any(directory.iterdir()):
-            raise ModelError(f"{directory}: exists and is not a lympho model directory; not overwriting it")
     directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    joblib.dump(model.pipeline, staging / "pipeline.joblib")
-    write_json_atomic(staging / "model.json", {**model.meta, "sha256": _sha256(staging / "pipeline.joblib")})
-    if directory.exists():
-        old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-        os.replace(directory, old)
-        os.replace(staging, directory)
-        shutil.rmtree(old)
-    else:
-        os.replace(staging, directory)
+    with _lock(directory):
+        _repair(directory)
+        if directory.exists() and not (directory / "model.json").is_file():
+            if not directory.is_dir() or any(directory.iterdir()):
+                raise ModelError(f"{directory}: exists and is not a lympho model directory; not overwriting it")
+        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.staging-", dir=directory.parent))
+        try:
+            pipeline = save_pipeline(model.pipeline, staging)
+            write_json_atomic(staging / "model.json", {**model.meta, "format": MODEL_FORMAT,
+                                                       "pipeline": PIPELINE_FILE, "sha256": _sha256(pipeline)})
+            if directory.exists():
+                os.replace(directory, _previous(directory))
+            os.replace(staging, directory)
+            shutil.rmtree(_previous(directory), ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     return directory
 
 
@@ -147,6 +222,9 @@ def read_model_meta(directory: Path | str) -> tuple[dict, ExperimentConfig]:
     """A model directory's ``model.json`` and config, checked; any problem is a ModelError."""
     directory = Path(directory)
     meta_path = directory / "model.json"
+    if not directory.is_dir() and _previous(directory).is_dir():  # a save in progress, or killed
+        with _lock(directory):
+            _repair(directory)
     if not directory.is_dir():
         raise ModelError(f"{directory}: model directory not found (train one with `python -m lympho train`)")
     try:
@@ -155,7 +233,7 @@ def read_model_meta(directory: Path | str) -> tuple[dict, ExperimentConfig]:
         raise ModelError(f"{meta_path}: missing; {directory} is not a lympho model directory") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ModelError(f"{meta_path}: damaged ({err})") from None
-    if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") not in (1, MODEL_FORMAT):
         raise ModelError(f"{meta_path}: unsupported model format")
     try:
         config = ExperimentConfig.from_dict(meta["config"])
@@ -166,14 +244,18 @@ def read_model_meta(directory: Path | str) -> tuple[dict, ExperimentConfig]:
     return meta, config
 
 
-def load_model(directory: Path | str) -> TrainedModel:
+def load_model(directory: Path | str, trust_pickle: bool = False) -> TrainedModel:
+    """Load a model directory without running anything from it. An old-format model (a
+    pickle) is refused unless ``trust_pickle``: only for a model from a trusted source."""
     meta, config = read_model_meta(directory)
-    pipeline_path = Path(directory) / "pipeline.joblib"
+    legacy = meta["format"] == 1
+    pipeline_path = Path(directory) / (LEGACY_PIPELINE_FILE if legacy else PIPELINE_FILE)
     if not pipeline_path.is_file():
         raise ModelError(f"{pipeline_path}: missing")
     if _sha256(pipeline_path) != meta.get("sha256"):
         raise ModelError(f"{pipeline_path}: damaged (checksum does not match model.json)")
-    return TrainedModel(config, joblib.load(pipeline_path), meta)
+    pipeline = load_legacy_pipeline(pipeline_path, trust_pickle) if legacy else load_pipeline(pipeline_path)
+    return TrainedModel(config, pipeline, meta)
 
 
 def _user_number(value, field: str, label: str) -> float:
@@ -208,18 +290,31 @@ def model_catalog(directory: Path | str) -> tuple[list[tuple[Path, dict]], list[
 
 def make_patient(images: Path | str | Sequence[Path], gender: str, lymph_count: float | str,
                  age: float | None = None, dob: date | None = None, patient_id: str = "patient",
-                 require_images: bool = True) -> Patient:
+                 today: date | None = None, require_images: bool = True) -> Patient:
     """A validated unlabelled patient from user input: a folder or a list of image files.
 
-    Refused with a :class:`CohortError`: an age outside 0-120 years, a lymphocyte count
-    that is not positive or above ``MAX_LYMPH_COUNT`` (x 10^9/L), an unknown gender, and
-    unreadable images, or none when ``require_images`` (a clinical-only model needs none).
+    Give ``dob`` (date of birth) or ``age``: the patient's age **today** in years (on
+    ``today``, default the current date), which is converted to the model's age at
+    :data:`~lympho.data.REFERENCE_DATE` (2020-01-01) by subtracting the years since then.
+    The patient's ``age`` is that age at the reference date.
+
+    Refused with a :class:`CohortError`: an age today outside 0-120 years, an age at the
+    reference date outside 0-120 (born after it), a lymphocyte count that is not positive
+    or above ``MAX_LYMPH_COUNT`` (x 10^9/L), an unknown gender, and unreadable images, or
+    none when ``require_images`` (a clinical-only model needs none).
     """
     if (age is None) == (dob is None):
         raise CohortError("give exactly one of date of birth or age", field="age/dob")
-    age = age_at_reference(dob) if dob is not None else _user_number(age, "age", "age")
+    if dob is None:
+        age_today = _user_number(age, "age", "age")
+        if not 0 <= age_today <= 120:
+            raise CohortError(f"age today must be between 0 and 120 years, got {age_today:.1f}", field="age")
+        age = age_today_to_reference(age_today, today)
+    else:
+        age = age_at_reference(dob)
     if not 0 <= age <= 120:
-        raise CohortError(f"age must be between 0 and 120 years, got {age:.1f}", field="age")
+        raise CohortError(f"age at the reference date {REFERENCE_DATE} must be between 0 and 120 years, "
+                          f"got {age:.1f} (the models were trained on ages at that date)", field="age")
     count = parse_lymph_count(str(lymph_count))
     if count > MAX_LYMPH_COUNT:
         raise CohortError(f"lymphocyte count must be at most {MAX_LYMPH_COUNT:.0f} x10^9/L, got {count:g} "
@@ -245,14 +340,16 @@ def _check_threshold(threshold) -> float:
 
 
 def score_patient(model: TrainedModel, patient: Patient, cache_dir: Path | None = None,
-                  threshold: float = 0.5) -> dict:
-    """The patient's probability of malignancy and the decision ``probability >= threshold``.
+                  threshold: float | None = None) -> dict:
+    """The patient's probability of malignancy and the decision ``probability >= threshold``
+    (default: the model's stored threshold, :attr:`TrainedModel.threshold`).
 
     Keys: ``id, probability, prediction, threshold, n_images, model, gender, age,
-    lymph_count``. ``prediction`` is 1 (malignant) or 0 (reactive) at ``threshold``, which
-    may come from :meth:`TrainedModel.threshold_for_sensitivity`.
+    lymph_count``; ``age`` is the model's input, the age at the reference date 2020-01-01.
+    ``prediction`` is 1 (malignant) or 0 (reactive) at ``threshold``, which may come from
+    :meth:`TrainedModel.threshold_for_sensitivity`.
     """
-    threshold = _check_threshold(threshold)
+    threshold = _check_threshold(model.threshold if threshold is None else threshold)
     row = model.predict([patient], cache_dir, threshold=threshold).iloc[0]
     return {"id": patient.id, "probability": float(row["probability"]), "prediction": int(row["prediction"]),
             "threshold": threshold, "n_images": len(patient.images), "model": model.meta["label"],

@@ -1,14 +1,18 @@
 """The CLI contract: every command, its outputs, and one-line errors with exit code 2."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from lympho.__main__ import main
 from lympho.data import load_cohort
+from lympho.evaluation import HEADLINE, format_estimate, oof_estimates
+from lympho.runstore import RunStore
 
 IMAGE_OPTIONS = ["--weights", "none", "--precision", "fp32"]
 
@@ -23,8 +27,18 @@ def test_evaluate_on_real_clinical_data_writes_the_json_contract(real_data, tmp_
     report = tmp_path / "run.json"
     code, out, _ = run_cli(capsys, "evaluate", "--data", real_data, "--features", "clinical",
                            "--classifier", "svm", "--repeats", "2", "--json", report)
-    assert code == 0 and "bal_acc" in out and "mean±std" in out
+    assert code == 0 and "bal_acc" in out and "mean ± std over folds (sample std, ddof=1)" in out
     run = json.loads(report.read_text())
+    # The printed headline figures are exactly what the core computes from the stored run's
+    # out-of-fold predictions (the pages call the same functions).
+    stored = RunStore(Path(os.environ["LYMPHO_CACHE"]) / "runs").load(out.split("run stored as ")[1].split()[0])
+    estimates = oof_estimates(stored["oof"], stored["summary"]["threshold"])
+    assert stored["summary"]["headline"] == run["summary"]["headline"] == estimates
+    for metric in HEADLINE:
+        assert f"{metric}: {format_estimate(estimates, metric)}" in out
+        assert estimates["metrics"][metric]["low"] < estimates["metrics"][metric]["estimate"] \
+            < estimates["metrics"][metric]["high"]
+    assert "bootstrap over 110 patients of the out-of-fold predictions, 2 x 3-fold CV" in out
     assert run["config"]["classifier"] == "svm" and run["cohort"]["synthetic"] is False
     assert len(run["folds"]) == 6
     fold = run["folds"][0]
@@ -67,10 +81,20 @@ def test_train_predict_score(small_cohort, tmp_path, capsys):
     code, out, _ = run_cli(capsys, "train", "--data", small_cohort, "--features", "both", *IMAGE_OPTIONS,
                            "--classifier", "logreg", "--out", model)
     assert code == 0 and (model / "model.json").is_file()
+    assert "decision: malignant when probability >= " in out and "chosen for sensitivity 0.95" in out
+    assert "recall: " in out and "decided at the median threshold of the other repeats" in out
     code, _, _ = run_cli(capsys, "predict", "--model", model, "--data", small_cohort, "--split", "test",
                          "--out", tmp_path / "p.csv")
     predictions = pd.read_csv(tmp_path / "p.csv")
     assert list(predictions.columns) == ["id", "probability", "prediction"] and len(predictions) == 3
+    threshold = json.loads((model / "model.json").read_text())["operating_point"]["threshold"]
+    assert (predictions["prediction"] == (predictions["probability"] >= threshold)).all()
+    code, _, err = run_cli(capsys, "predict", "--model", model, "--data", small_cohort, "--split", "train",
+                           "--out", tmp_path / "t.csv")
+    assert code == 2 and "in-sample" in err and "--in-sample" in err and not (tmp_path / "t.csv").exists()
+    code, out, _ = run_cli(capsys, "predict", "--model", model, "--data", small_cohort, "--split", "train",
+                           "--in-sample", "--threshold", "0", "--out", tmp_path / "t.csv")
+    assert code == 0 and "IN-SAMPLE" in out and pd.read_csv(tmp_path / "t.csv")["prediction"].eq(1).all()
     run_cli(capsys, "predict", "--model", model, "--data", small_cohort, "--out", tmp_path / "k.csv", "--kaggle")
     kaggle = pd.read_csv(tmp_path / "k.csv")
     assert list(kaggle.columns) == ["Id", "Predicted"] and set(kaggle.Predicted) <= {0, 1}

@@ -6,7 +6,9 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.datasets import make_classification
+from sklearn.metrics import confusion_matrix
 from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 
@@ -15,9 +17,12 @@ from lympho.evaluation import (
     CVResult,
     cross_validate,
     fold_metrics,
+    format_estimate,
+    oof_estimates,
     operating_point,
     roc_points,
     threshold_for_sensitivity,
+    threshold_from_repeats,
 )
 from lympho.models.classifiers import make_pipeline
 
@@ -194,18 +199,91 @@ def test_smote_error_surfaces_through_cross_validation(data):
 # -------------------------------------------------------------------- summary
 
 def test_summary_hand_example():
-    def fold(value, cm):
-        return {m: value for m in METRICS} | {"confusion_matrix": cm}
+    def fold(value, cm, repeat):
+        return {m: value for m in METRICS} | {"confusion_matrix": cm, "repeat": repeat}
 
     result = CVResult(
-        folds=[fold(0.5, [[1, 2], [3, 4]]), fold(1.0, [[5, 6], [7, 8]])],
+        folds=[fold(0.5, [[1, 2], [3, 4]], 1), fold(1.0, [[5, 6], [7, 8]], 2)],
         oof=pd.DataFrame(),
     )
     summary = result.summary()
-    assert summary["f1"] == {"mean": 0.75, "std": 0.25, "min": 0.5, "max": 1.0}
+    # Sample standard deviation (ddof=1): sqrt(((0.5-0.75)^2 + (1-0.75)^2) / 1).
+    assert summary["f1"] == pytest.approx({"mean": 0.75, "std": 0.25 * math.sqrt(2), "min": 0.5, "max": 1.0})
     assert summary["confusion_matrix_pooled"] == [[6, 8], [10, 12]]
-    assert summary["n_folds"] == 2
+    # Two repeats: each patient is counted once, so the counts are halved.
+    assert summary["confusion_matrix_per_repeat"] == [[3.0, 4.0], [5.0, 6.0]]
+    assert summary["n_folds"] == 2 and summary["n_repeats"] == 2
     assert json.loads(json.dumps(summary)) == summary
+
+
+class DisagreeingClassifier(ClassifierMixin, BaseEstimator):
+    """Probability = the first feature; ``predict()`` says the opposite of ``probability >= 0.5``."""
+
+    def fit(self, X, y):
+        self.classes_ = np.array([0, 1])
+        return self
+
+    def predict_proba(self, X):
+        return np.column_stack([1 - X[:, 0], X[:, 0]])
+
+    def predict(self, X):
+        return (X[:, 0] < 0.5).astype(int)
+
+
+def test_fold_metrics_decide_by_probability_at_the_threshold():
+    y = np.array([0] * 6 + [1] * 6)
+    X = np.array([[0.1], [0.2], [0.3], [0.4], [0.55], [0.6], [0.35], [0.5], [0.7], [0.8], [0.9], [0.95]])
+    ids = np.array([f"P{i}" for i in range(12)])
+    for threshold in (0.5, 0.3):
+        result = cross_validate(DisagreeingClassifier(), X, y, ids, folds=2, repeats=2, threshold=threshold)
+        oof = result.oof
+        assert (oof["prediction"] == (oof["probability"] >= threshold)).all()
+        called = (X[:, 0] >= threshold).astype(int)
+        pooled = np.sum([f["confusion_matrix"] for f in result.folds], axis=0) / 2
+        assert pooled.tolist() == confusion_matrix(y, called).tolist()
+        summary = result.summary()
+        assert summary["threshold"] == threshold
+        assert summary["headline"]["metrics"]["recall"]["estimate"] == pytest.approx(called[y == 1].mean())
+
+
+def test_oof_estimates_hand_example_and_format():
+    # Two repeats of 4 patients; at 0.5 repeat 1 gets recall 1/2, repeat 2 recall 1.
+    oof = pd.DataFrame({"repeat": [1] * 4 + [2] * 4, "fold": [1, 1, 2, 2] * 2, "id": list("abcd") * 2,
+                        "y_true": [0, 0, 1, 1] * 2, "probability": [0.1, 0.6, 0.4, 0.9, 0.2, 0.3, 0.5, 0.7]})
+    estimates = oof_estimates(oof, 0.5, n_boot=500, seed=1)
+    metrics = estimates["metrics"]
+    assert metrics["recall"]["estimate"] == pytest.approx(0.75)
+    assert metrics["specificity"]["estimate"] == pytest.approx(0.75)
+    assert metrics["balanced_accuracy"]["estimate"] == pytest.approx(0.75)
+    for value in metrics.values():
+        assert value["low"] <= value["estimate"] <= value["high"]
+    assert (estimates["n_patients"], estimates["repeats"], estimates["folds"]) == (4, 2, 2)
+    assert oof_estimates(oof.to_dict(orient="list"), 0.5, n_boot=500, seed=1) == estimates
+    assert oof_estimates(oof, 0.5, n_boot=500, seed=2) != estimates
+    text = format_estimate(estimates, "recall")
+    low, high = metrics["recall"]["low"], metrics["recall"]["high"]
+    assert text == (f"0.750 (95% CI {low:.2f}-{high:.2f}; bootstrap over 4 patients of the out-of-fold "
+                    f"predictions, 2 x 2-fold CV)")
+    assert json.loads(json.dumps(estimates)) == estimates
+
+
+def test_threshold_from_repeats_is_chosen_and_scored_on_different_repeats():
+    # Three repeats of the same 4 patients (2 malignant). For 100 % sensitivity each repeat's
+    # threshold is its lower malignant probability: 0.3, 0.4 and 0.6.
+    probabilities = [[0.1, 0.35, 0.3, 0.9], [0.2, 0.5, 0.4, 0.8], [0.1, 0.2, 0.6, 0.7]]
+    oof = pd.DataFrame({"repeat": np.repeat([1, 2, 3], 4), "fold": [1, 2, 1, 2] * 3, "id": list("abcd") * 3,
+                        "y_true": [0, 0, 1, 1] * 3, "probability": np.ravel(probabilities)})
+    chosen = threshold_from_repeats(oof, 1.0)
+    assert chosen["per_repeat"] == pytest.approx([0.3, 0.4, 0.6])
+    assert chosen["threshold"] == pytest.approx(0.4)
+    # Held out: repeat 1 at median(0.4, 0.6) = 0.5: recall 1/2, specificity 1; repeat 2 at 0.45:
+    # recall 1/2, specificity 1/2; repeat 3 at 0.35: recall 1, specificity 1.
+    recall = chosen["estimate"]["metrics"]["recall"]["estimate"]
+    specificity = chosen["estimate"]["metrics"]["specificity"]["estimate"]
+    assert recall == pytest.approx((0.5 + 0.5 + 1.0) / 3)
+    assert specificity == pytest.approx((1.0 + 0.5 + 1.0) / 3)
+    with pytest.raises(ValueError, match="at least 2"):
+        threshold_from_repeats(oof[oof["repeat"] == 1], 0.9)
 
 
 # ------------------------------------------------------------ operating points

@@ -12,10 +12,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from lympho import figures, reports
-from lympho.evaluation import METRICS, cross_validate
+from lympho.evaluation import HEADLINE, METRICS, cross_validate, format_estimate, oof_estimates
 
 EVIL = "<script>alert(1)</script>"
-CONFIG = {"features": "clinical", "backbone": "resnet18", "weights": "imagenet", "pooling": "mean",
+CONFIG = {"features": "clinical", "encoder": "resnet18", "weights": "imagenet", "pooling": "mean",
           "classifier": "logreg", "imbalance": "weights", "folds": 3, "repeats": 2, "seed": 0,
           "log_count": True, "precision": "auto", "crop": None}
 
@@ -170,7 +170,7 @@ def test_ablation_bars_mean_and_std_per_configuration(runs):
     assert fig.data[1].name == "&lt;script&gt;alert(1)&lt;/script&gt;"  # rendered as typed by plotly
     second = table[table["configuration"] == EVIL]
     assert fig.data[1].y[2] == pytest.approx(second["recall"].mean())
-    assert fig.data[1].error_y.array[2] == pytest.approx(second["recall"].std(ddof=0))
+    assert fig.data[1].error_y.array[2] == pytest.approx(second["recall"].std(ddof=1))
 
 
 def test_compare_runs_one_trace_per_run(runs):
@@ -206,6 +206,14 @@ def test_runs_table_columns_and_values(runs):
     assert table["label"].tolist() == ["LogReg, clinical", EVIL]
     assert table["repeats"].tolist() == [2, 3]
     assert table["synthetic"].tolist() == [False, False]
+    # Headline estimates with their 95 % intervals, the same numbers as the core computes.
+    for run, (_, row) in zip(runs, table.iterrows()):
+        estimates = oof_estimates(run["oof"], 0.5)
+        assert row["threshold"] == 0.5
+        for metric in HEADLINE:
+            value = estimates["metrics"][metric]
+            assert (row[f"{metric}_estimate"], row[f"{metric}_ci_low"], row[f"{metric}_ci_high"]) == \
+                pytest.approx((value["estimate"], value["low"], value["high"]))
     unsaved = reports.runs_table([make_run()])
     assert "id" not in unsaved.columns
     assert list(reports.runs_table([]).columns[:4]) == ["created", "label", "key", "cohort"]
@@ -222,6 +230,12 @@ def test_runs_report_is_self_contained_and_escaped(runs):
     assert "SYNTHETIC DEMO COHORT" not in page
     assert page.count('<tr class="summary">') == len(runs)
     assert "Balanced accuracy" in page and "@media print" in page
+    for run in runs:  # every headline figure with its interval, worded as in the CLI
+        estimates = oof_estimates(run["oof"], 0.5)
+        for metric in HEADLINE:
+            assert format_estimate(estimates, metric) in page
+    assert "ddof=1" in page and "ddof=0" not in page
+    assert "each patient once" in page and "Pooled confusion matrix" not in page
 
 
 def test_runs_report_banner_iff_synthetic(runs):

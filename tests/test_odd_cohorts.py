@@ -51,7 +51,7 @@ def test_odd_cohort_trains_and_predicts_from_the_cli(odd_cohort, tmp_path, capsy
     assert main(["evaluate", "--data", str(root), "--features", "clinical", "--classifier", "logreg"]) == 0
     assert main(["train", "--data", str(root), "--features", "clinical", "--out", str(tmp_path / "m")]) == 0
     assert main(["predict", "--data", str(root), "--model", str(tmp_path / "m"), "--split", "train",
-                 "--out", str(tmp_path / "p.csv")]) == 0
+                 "--in-sample", "--out", str(tmp_path / "p.csv")]) == 0
     capsys.readouterr()
     rows = list(csv.reader(io.StringIO((tmp_path / "p.csv").read_text())))
     ids = [r[0] for r in rows[1:]]

@@ -5,12 +5,14 @@ import json
 from datetime import date
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from lympho.data import CohortError, load_cohort
+from lympho.data import REFERENCE_DATE, CohortError, load_cohort
+from lympho.evaluation import LEAVE_ONE_REPEAT_OUT, oof_estimates, threshold_for_sensitivity
 from lympho.experiment import ExperimentConfig
-from lympho.scoring import (ModelError, instance_scores, load_model, make_patient, model_catalog, save_model,
-                            score_patient, train_model)
+from lympho.scoring import (TARGET_SENSITIVITY, THRESHOLD_REPEATS, ModelError, instance_scores, load_model,
+                            make_patient, model_catalog, save_model, score_patient, train_model)
 
 IMAGE_MODEL = ExperimentConfig(features="both", weights="none", precision="fp32", classifier="logreg")
 
@@ -50,7 +52,7 @@ def test_save_replaces_a_model_but_never_other_data(cohort, saved_model, tmp_pat
     with pytest.raises(ModelError, match="not a lympho model directory"):
         save_model(model, precious)
     assert (precious / "notes.txt").read_text() == "keep me"
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") and p.suffix != ".lock"]  # no staging
 
 
 def test_missing_or_damaged_models_are_clear_errors(saved_model, tmp_path):
@@ -60,7 +62,7 @@ def test_missing_or_damaged_models_are_clear_errors(saved_model, tmp_path):
     empty.mkdir()
     with pytest.raises(ModelError, match="model.json: missing"):
         load_model(empty)
-    pipeline = saved_model / "pipeline.joblib"
+    pipeline = saved_model / "pipeline.skops"
     pipeline.write_bytes(pipeline.read_bytes()[:-10])
     with pytest.raises(ModelError, match="checksum"):
         load_model(saved_model)
@@ -72,6 +74,9 @@ def test_missing_or_damaged_models_are_clear_errors(saved_model, tmp_path):
 def test_model_json_records_config_and_versions(saved_model):
     meta = json.loads((saved_model / "model.json").read_text())
     assert meta["config"]["features"] == "both" and "torch" in meta["versions"]
+    # the resolved device and precision, and what else the features depend on (issue 6, item 7)
+    assert meta["encoder"]["device"] == "cpu" and meta["encoder"]["precision"] == "fp32"
+    assert {"torch", "torchvision", "random_init_seed", "version"} <= set(meta["encoder"])
 
 
 def test_score_one_patient(cohort, saved_model):
@@ -121,16 +126,43 @@ def test_out_of_fold_predictions_choose_an_operating_point(shared, tmp_path):
     cohort, model, _ = shared
     model = load_model(save_model(model, tmp_path / "model"))  # oof survive the JSON round trip
     assert model.meta["oof"] == shared[1].meta["oof"]
-    oof = model.meta["oof"]
-    assert len(oof["y_true"]) == len(oof["probability"]) == len(cohort.labelled())
-    threshold = model.threshold_for_sensitivity(0.95)
-    point = model.operating_point(threshold)
-    assert point["threshold"] == threshold and point["sensitivity"] >= 0.95
-    y_true, probability = np.array(oof["y_true"]), np.array(oof["probability"])
-    assert (probability[y_true == 1] >= threshold).mean() >= 0.95
+    oof = pd.DataFrame(model.meta["oof"])
+    n = len(cohort.labelled())
+    assert len(oof) == n * THRESHOLD_REPEATS and oof.groupby("repeat")["id"].nunique().eq(n).all()
+    # The threshold is the median over the repeats of each repeat's own threshold.
+    per_repeat = [threshold_for_sensitivity(part["y_true"], part["probability"], 0.9)
+                  for _, part in oof.groupby("repeat")]
+    assert model.threshold_for_sensitivity(0.9) == pytest.approx(np.median(per_repeat))
+    # The model carries its default operating point (95 % sensitivity) and its honest estimate.
+    stored = model.meta["operating_point"]
+    assert stored["target_sensitivity"] == TARGET_SENSITIVITY
+    assert model.threshold == stored["threshold"] == model.threshold_for_sensitivity(TARGET_SENSITIVITY)
+    assert stored["estimate"]["method"] == LEAVE_ONE_REPEAT_OUT
+    assert stored["estimate"]["repeats"] == THRESHOLD_REPEATS and stored["estimate"]["n_patients"] == n
+    recall = stored["estimate"]["metrics"]["recall"]
+    assert 0 <= recall["low"] <= recall["estimate"] <= recall["high"] <= 1
+    fixed = model.operating_point_estimate(threshold=0.5)
+    assert fixed["estimate"] == oof_estimates(oof, 0.5) and fixed["target_sensitivity"] is None
     assert model.operating_point(1.01)["sensitivity"] == 0  # nobody called malignant
     with pytest.raises(ValueError, match="target sensitivity"):
         model.threshold_for_sensitivity(1.5)
+
+
+def test_predict_and_score_use_the_stored_threshold(shared):
+    cohort, model, cache = shared
+    patients = cohort.select("test")
+    predictions = model.predict(patients, cache)
+    assert (predictions["prediction"] == (predictions["probability"] >= model.threshold)).all()
+    patient = make_patient(patients[0].images[0].parent, "M", 30, age=70)
+    assert score_patient(model, patient, cache)["threshold"] == model.threshold
+
+
+def test_a_fixed_threshold_is_stored_with_its_estimate(cohort):
+    config = ExperimentConfig(features="clinical", classifier="logreg")
+    model = train_model(cohort, config, threshold=0.3, threshold_repeats=3)
+    point = model.meta["operating_point"]
+    assert point["threshold"] == model.threshold == 0.3 and point["target_sensitivity"] is None
+    assert point["estimate"] == oof_estimates(model.meta["oof"], 0.3)
 
 
 def test_a_cohort_too_small_for_cv_stores_no_oof(cohort, tmp_path):
@@ -160,11 +192,10 @@ def test_instance_scores_rank_every_cell(shared):
 def test_score_patient_decides_at_the_threshold(shared):
     cohort, model, cache = shared
     patient = make_patient(cohort.select("test")[0].images[0].parent, "f", "12.5", age=61)
-    result = score_patient(model, patient, cache)
+    result = score_patient(model, patient, cache, threshold=0.5)
     p = result["probability"]
     assert result["threshold"] == 0.5 and result["prediction"] == int(p >= 0.5)
-    assert {k: result[k] for k in ("gender", "age", "lymph_count")} == {"gender": "F", "age": 61.0,
-                                                                        "lymph_count": 12.5}
+    assert {k: result[k] for k in ("gender", "lymph_count")} == {"gender": "F", "lymph_count": 12.5}
     assert score_patient(model, patient, cache, threshold=p)["prediction"] == 1
     assert score_patient(model, patient, cache, threshold=min(1.0, p + 1e-9))["prediction"] == int(p >= 1.0)
     assert score_patient(model, patient, cache, threshold=0)["prediction"] == 1
@@ -183,6 +214,18 @@ def test_out_of_range_input_is_refused(cohort, kwargs, message):
     folder = cohort.select("test")[0].images[0].parent
     with pytest.raises(CohortError, match=message):
         make_patient(folder, **kwargs)
+
+
+def test_age_typed_today_becomes_the_age_at_the_reference_date(cohort):
+    folder = cohort.select("test")[0].images[0].parent
+    # Born 1 January 1956: 70 on 1 January 2026, 64 at the reference date 2020-01-01.
+    typed = make_patient(folder, "M", 30, age=70, today=date(2026, 1, 1))
+    born = make_patient(folder, "M", 30, dob=date(1956, 1, 1))
+    assert born.age == pytest.approx(64.0, abs=0.01)
+    assert typed.age == pytest.approx(born.age, abs=0.01)
+    assert make_patient(folder, "M", 30, age=70, today=REFERENCE_DATE).age == 70.0
+    with pytest.raises(CohortError, match="age at the reference date 2020-01-01"):
+        make_patient(folder, "M", 30, age=3, today=date(2026, 1, 1))
 
 
 def test_model_catalog_lists_models_and_reports_damaged_ones(shared, tmp_path):

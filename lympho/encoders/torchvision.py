@@ -1,6 +1,6 @@
-"""Image encoders by name: one registry, torchvision's weights API, device and precision.
+"""The torchvision kind of encoder: ImageNet backbones, their weights, device and precision.
 
-An encoder maps a batch of normalised images to one feature vector per image. ImageNet
+A backbone maps a batch of normalised images to one feature vector per image. ImageNet
 weights are resolved the standard torchvision way (the torch hub cache, or a download
 when online); offline and uncached is a clear :class:`WeightsUnavailable`, never a hang.
 """
@@ -13,18 +13,21 @@ from pathlib import Path
 from typing import Callable
 from urllib.error import URLError
 
+import numpy as np
 import torch
+import torchvision
 from torch import nn
 from torch.fx.experimental.optimization import fuse
 from torchvision.models import get_model, get_model_weights
 
-WEIGHTS = ("imagenet", "none")
-PRECISIONS = ("auto", "bf16", "fp32")
+from lympho.encoders import PRECISIONS, WEIGHTS, WeightsUnavailable
+
 RANDOM_INIT_SEED = 0  # "none" weights are a fixed random initialisation, not a fresh one
-
-
-class WeightsUnavailable(RuntimeError):
-    """Pretrained weights are neither in the hub cache nor downloadable."""
+#: Version of the code that builds and runs a backbone (trunks, folding, normalisation):
+#: bump it when a change alters the features, so cached ones are not reused.
+BUILD_VERSION = "2"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _resnet_trunk(model: nn.Module) -> nn.Module:
@@ -120,3 +123,57 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         return precision
     native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_supports_bf16()
     return "bf16" if native else "fp32"
+
+
+class TorchvisionEncoder:
+    """A torchvision backbone behind the :class:`lympho.encoders.Encoder` protocol.
+
+    The network is built on first use, so a fully cached extraction never builds it.
+    """
+
+    batched = True
+
+    def __init__(self, name: str, weights: str = "imagenet", precision: str = "auto", device: str = "auto",
+                 preprocessing=None):
+        from lympho.features import Preprocessing
+
+        self.spec = backbone_spec(name)
+        if weights not in WEIGHTS:
+            raise ValueError(f"unknown weights {weights!r}; choose one of {', '.join(WEIGHTS)}")
+        self.name, self.version, self.weights = name, BUILD_VERSION, weights
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.preprocessing = preprocessing or Preprocessing()
+        self.feature_names = [f"{name}_{i}" for i in range(self.spec.feature_dim)]
+        self._network = None
+
+    def params(self) -> dict:
+        return {"kind": "torchvision", "weights": self.weights,
+                "random_init_seed": RANDOM_INIT_SEED if self.weights == "none" else None,
+                "device": self.device.type, "precision": self.precision,
+                "torch": torch.__version__, "torchvision": torchvision.__version__,
+                "preprocessing": self.preprocessing.key}
+
+    @property
+    def network(self) -> nn.Module:
+        if self._network is None:
+            self._network = inference_encoder(self.name, self.weights, self.device)
+        return self._network
+
+    def load(self, path) -> np.ndarray:
+        return self.preprocessing.load(path)
+
+    def _normalise(self, batch: torch.Tensor) -> torch.Tensor:
+        # uint8 NHWC -> float NCHW; the permuted view is already channels_last.
+        mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1) * 255
+        std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1) * 255
+        batch = batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
+        return (batch - mean) / std
+
+    @torch.inference_mode()
+    def encode(self, images) -> np.ndarray:
+        """Features of a uint8 NHWC batch (tensor, array or list of arrays), in the resolved precision."""
+        batch = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.stack(images))
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            features = self.network(self._normalise(batch))
+        return features.float().cpu().numpy()

@@ -1,3 +1,10 @@
-"""Patient-level models: ``classifiers`` holds the tabular pipelines (SVM, MLP, XGBoost,
-logistic regression) with their imbalance handling.
+"""Patient-level models.
+
+- ``classifiers``: the tabular pipelines (SVM, MLP, XGBoost, logistic regression) with their
+  imbalance handling.
+
+This module imports no torch, scikit-learn or xgboost: the names below are cheap to list.
 """
+
+CLASSIFIERS = ("svm", "mlp", "xgboost", "logreg")
+IMBALANCE = ("none", "weights", "smote")

@@ -10,17 +10,18 @@ they are fitted on training folds only and never see the test patients.
 Everything is deterministic for a given ``random_state``.
 """
 
-import warnings
 from contextlib import contextmanager
 from itertools import pairwise
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from imblearn.over_sampling import SMOTE
+from imblearn.over_sampling import SMOTE, SMOTENC
 from imblearn.pipeline import Pipeline
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from sklearn.utils.class_weight import compute_sample_weight
@@ -28,8 +29,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from xgboost import XGBClassifier
 
-CLASSIFIERS = ("svm", "mlp", "xgboost", "logreg")
-IMBALANCE = ("none", "weights", "smote")
+from lympho.models import CLASSIFIERS, IMBALANCE
 
 
 def _check_choice(name, value, choices):
@@ -86,6 +86,16 @@ class _MLP(torch.nn.Module):
             bound = layer.in_features**-0.5
             torch.nn.init.uniform_(layer.weight, -bound, bound, generator=generator)
             torch.nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+
+    @classmethod
+    def from_arrays(cls, arrays: dict, dropout: float) -> "_MLP":
+        """The network whose ``state_dict`` is ``arrays`` (numpy), in eval mode."""
+        weights = [arrays[f"layers.{i}.weight"] for i in range(len(arrays) // 2)]
+        hidden = tuple(w.shape[0] for w in weights[:-1])
+        network = cls(weights[0].shape[1], hidden, dropout, torch.Generator())
+        network.load_state_dict({name: torch.from_numpy(np.array(value, dtype=np.float32))
+                                 for name, value in arrays.items()})
+        return network.eval()
 
     def forward(self, x, generator=None):
         """Logits for ``x``; dropout is applied only when a generator is given (training)."""
@@ -168,6 +178,19 @@ class TorchMLPClassifier(_BinaryClassifier):
                 optimizer.step()
         self.model_.eval()
 
+    def __getstate__(self):
+        """Plain types only, for the safe model format: the network as its weight arrays."""
+        state = dict(super().__getstate__())  # object.__getstate__ returns __dict__ itself
+        if "model_" in state:
+            state["model_"] = {name: value.detach().cpu().numpy() for name, value in self.model_.state_dict().items()}
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        if isinstance(state.get("model_"), dict):
+            state["model_"] = _MLP.from_arrays(state["model_"], state["dropout"])
+        super().__setstate__(state)
+
     def decision_function(self, X):
         """Logit of the positive class (``classes_[1]``)."""
         check_is_fitted(self)
@@ -181,8 +204,8 @@ class TorchMLPClassifier(_BinaryClassifier):
         return np.column_stack([1.0 - positive, positive])
 
     def predict(self, X):
-        """Positive class where the logit is > 0 (probability > 0.5)."""
-        positive = self.decision_function(X) > 0
+        """Positive class where its probability is >= 0.5 (the project's one decision rule)."""
+        positive = self.predict_proba(X)[:, 1] >= 0.5
         return self.classes_[positive.astype(int)]
 
 
@@ -233,19 +256,36 @@ class XGBoostClassifier(_BinaryClassifier):
         self.model_.fit(X, y_index, sample_weight=weights)
         return self
 
+    def __getstate__(self):
+        """Plain types only, for the safe model format: the booster as XGBoost's own JSON."""
+        state = dict(super().__getstate__())  # object.__getstate__ returns __dict__ itself
+        if "model_" in state:
+            state["model_"] = {"params": {k: v for k, v in self.model_.get_params().items()
+                                          if isinstance(v, (int, float, str, bool, type(None)))},
+                               "json": self.model_.get_booster().save_raw("json").decode()}
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        saved = state.get("model_")
+        if isinstance(saved, dict):
+            state["model_"] = XGBClassifier(**saved["params"])
+            state["model_"].load_model(bytearray(saved["json"].encode()))
+        super().__setstate__(state)
+
     def predict_proba(self, X):
         """Probabilities for ``classes_``, shape (n_samples, 2)."""
         check_is_fitted(self)
         return self.model_.predict_proba(validate_data(self, X, reset=False)).astype(np.float64)
 
     def predict(self, X):
-        """Positive class where its probability is > 0.5."""
-        positive = self.predict_proba(X)[:, 1] > 0.5
+        """Positive class where its probability is >= 0.5 (the project's one decision rule)."""
+        positive = self.predict_proba(X)[:, 1] >= 0.5
         return self.classes_[positive.astype(int)]
 
 
-class CheckedSMOTE(SMOTE):
-    """SMOTE that explains, instead of a k-NN traceback, when a class is too small.
+class _SmallClassCheck:
+    """Explains, instead of a k-NN traceback, when a class is too small to oversample.
 
     SMOTE interpolates each minority sample with one of its ``k_neighbors``
     same-class neighbours, so every class it oversamples needs at least
@@ -254,7 +294,7 @@ class CheckedSMOTE(SMOTE):
     """
 
     def fit_resample(self, X, y, **params):
-        """Check the minority class sizes, then oversample as SMOTE does."""
+        """Check the minority class sizes, then oversample as the parent class does."""
         labels, counts = np.unique(y, return_counts=True)
         needed = self.k_neighbors + 1 if isinstance(self.k_neighbors, int) else 0
         for label, count in zip(labels, counts):
@@ -269,15 +309,78 @@ class CheckedSMOTE(SMOTE):
         return super().fit_resample(X, y, **params)
 
 
-# scikit-learn 1.9 deprecates SVC(probability=True); its suggested replacement,
-# CalibratedClassifierCV, predicts from calibrated probabilities and so undoes the class
-# weighting. requirements.txt pins 1.9, where the parameter still works as before.
-warnings.filterwarnings("ignore", message="The `probability` parameter was deprecated",
-                        category=FutureWarning)
+class CheckedSMOTE(_SmallClassCheck, SMOTE):
+    """SMOTE for continuous features only, with the small-class check."""
+
+
+class CheckedSMOTENC(_SmallClassCheck, SMOTENC):
+    """SMOTE-NC: continuous columns interpolated, ``categorical_features`` columns (gender)
+    copied from the most frequent value among the neighbours, so every synthetic patient
+    is a possible one (never a gender of 0.4)."""
+
+
+class CalibratedSVC(_BinaryClassifier):
+    """RBF support-vector machine whose probability respects its class weighting.
+
+    ``SVC(probability=True)`` (libsvm's Platt scaling, deprecated in scikit-learn
+    1.9) fits its sigmoid without the class weights, so with ``class_weight=
+    "balanced"`` the rule ``probability >= 0.5`` disagreed with the weighted SVM on
+    about 9 % of patients (recall 0.92 against 0.84). Here the probability is a
+    sigmoid of ``decision_function`` fitted on the training data only: the SVM's
+    decision values on each of ``calibration_folds`` stratified inner folds (an SVM
+    fitted on the other inner folds), mapped to the labels by a logistic regression
+    weighted with the same per-sample weights as the SVM. Both classes therefore
+    weigh in the calibration exactly as in the SVM, and ``probability >= 0.5`` is
+    the weighted model's decision. The final SVM is then fitted on all the data.
+    """
+
+    def __init__(self, C=1.0, gamma="scale", class_weight=None, calibration_folds=3, random_state=0):
+        self.C = C
+        self.gamma = gamma
+        self.class_weight = class_weight
+        self.calibration_folds = calibration_folds
+        self.random_state = random_state
+
+    def _svc(self):
+        return SVC(kernel="rbf", C=self.C, gamma=self.gamma, random_state=self.random_state)
+
+    def fit(self, X, y, sample_weight=None):
+        """Calibrate on inner folds of ``X``, ``y``, then fit the SVM on all of it; returns self."""
+        X, y = validate_data(self, X, y)
+        y_index = _encode_binary_target(self, y)
+        weights = _balanced_weights(self.class_weight, y_index, sample_weight)
+        folds = min(self.calibration_folds, np.bincount(y_index).min())
+        if folds < 2:
+            raise ValueError(f"the SVM's calibration needs at least 2 samples of each class, got "
+                             f"{np.bincount(y_index).tolist()}.")
+        inner = StratifiedKFold(folds, shuffle=True, random_state=self.random_state)
+        scores = np.empty(len(y_index))
+        for train, test in inner.split(X, y_index):
+            svc = self._svc().fit(X[train], y_index[train], sample_weight=weights[train])
+            scores[test] = svc.decision_function(X[test])
+        sigmoid = LogisticRegression().fit(scores[:, None], y_index, sample_weight=weights)
+        self.slope_, self.intercept_ = float(sigmoid.coef_[0, 0]), float(sigmoid.intercept_[0])
+        self.svc_ = self._svc().fit(X, y_index, sample_weight=weights)
+        return self
+
+    def decision_function(self, X):
+        """The fitted SVM's signed distance to its boundary (positive: ``classes_[1]``)."""
+        check_is_fitted(self)
+        return self.svc_.decision_function(validate_data(self, X, reset=False))
+
+    def predict_proba(self, X):
+        """Calibrated probabilities for ``classes_``, shape (n_samples, 2)."""
+        positive = 1.0 / (1.0 + np.exp(-(self.slope_ * self.decision_function(X) + self.intercept_)))
+        return np.column_stack([1.0 - positive, positive])
+
+    def predict(self, X):
+        """Positive class where its probability is >= 0.5 (the project's one decision rule)."""
+        positive = self.predict_proba(X)[:, 1] >= 0.5
+        return self.classes_[positive.astype(int)]
 
 
 def _svm(class_weight, random_state):
-    return SVC(kernel="rbf", probability=True, class_weight=class_weight, random_state=random_state)
+    return CalibratedSVC(class_weight=class_weight, random_state=random_state)
 
 
 def _mlp(class_weight, random_state):
@@ -295,8 +398,13 @@ def _logreg(class_weight, random_state):
 _BUILDERS = {"svm": _svm, "mlp": _mlp, "xgboost": _xgboost, "logreg": _logreg}
 
 
-def make_pipeline(classifier: str, imbalance: str = "weights", random_state: int = 0) -> Pipeline:
+def make_pipeline(classifier: str, imbalance: str = "weights", random_state: int = 0,
+                  categorical_features: Sequence[int] = ()) -> Pipeline:
     """Scaler, optional SMOTE, and classifier as one (unfitted) imblearn pipeline.
+
+    ``categorical_features``: column indices of categorical features (the binary
+    gender: :func:`lympho.data.categorical_columns` of the design matrix names);
+    with "smote" they make it SMOTE-NC, which never interpolates them.
 
     ``imbalance``: "none" leaves the classes as they are, "weights" sets
     ``class_weight="balanced"`` on the classifier, "smote" oversamples the
@@ -309,6 +417,8 @@ def make_pipeline(classifier: str, imbalance: str = "weights", random_state: int
     class_weight = "balanced" if imbalance == "weights" else None
     steps = [("scale", StandardScaler())]
     if imbalance == "smote":
-        steps.append(("smote", CheckedSMOTE(random_state=random_state)))
+        categorical = [int(i) for i in categorical_features]
+        steps.append(("smote", CheckedSMOTENC(categorical, random_state=random_state) if categorical
+                      else CheckedSMOTE(random_state=random_state)))
     steps.append(("clf", _BUILDERS[classifier](class_weight, random_state)))
     return Pipeline(steps)

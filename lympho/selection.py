@@ -1,0 +1,218 @@
+"""Nested cross-validation of model selection: how good is "the best of the grid", honestly?
+
+Choosing the configuration with the best cross-validated score among many candidates,
+then quoting that score, is optimistic: the winner is partly the candidate that got
+lucky on those splits. :func:`nested_cv` measures the whole procedure instead. Outer
+repeated stratified folds split the patients; inside each outer training fold the
+candidate grid is scored by inner repeated cross-validation on the training patients
+only, the inner winner is refitted on the whole outer training fold and predicts the
+outer test patients. Those predictions give the nested estimate. The naive estimate
+(the best candidate's score on the same outer splits, chosen on them) is reported
+beside it, and candidates are compared by paired differences over the same splits.
+
+Everything is decided by ``probability >= threshold`` (the project's one rule). Design
+matrices are built once per candidate (:func:`config_candidates`); estimators are
+cloned for every fit. A candidate is any scikit-learn-style classifier with
+``predict_proba`` plus its rows per patient, so image experts and fusion models can
+join the grid (:class:`Candidate`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+from scipy import stats
+from sklearn.base import clone
+from sklearn.model_selection import RepeatedStratifiedKFold
+
+from lympho.evaluation import COUNT_METRICS, count_metrics, decision_estimates
+
+#: Progress callback: (fits done, fits in total).
+Progress = Callable[[int, int], None]
+NESTED_METHOD = "bootstrap over patients of the nested out-of-fold predictions"
+NAIVE_METHOD = "bootstrap over patients of the best candidate's out-of-fold predictions"
+
+
+@dataclass
+class Candidate:
+    """One entry of the grid: a name, an unfitted estimator, and its input rows.
+
+    ``X`` has one row per patient, in the order of ``y`` given to :func:`nested_cv`,
+    and is indexed by integer arrays (a 2-D array; an object array of bags works too).
+    ``estimator`` is cloned before every fit.
+    """
+
+    label: str
+    estimator: object
+    X: object
+
+
+def default_grid(with_images: bool = False) -> list:
+    """The candidates of the recommended-configuration choice (``benchmarks/model_selection.py``):
+    every classifier x imbalance handling on the clinical features, and with ``with_images``
+    the random-initialisation ResNet18 features (mean and mean+max pooled, alone and with
+    clinical data) for every classifier, class-weighted."""
+    from lympho.experiment import ExperimentConfig
+    from lympho.models.classifiers import CLASSIFIERS, IMBALANCE
+
+    grid = [ExperimentConfig(features="clinical", classifier=c, imbalance=i) for c in CLASSIFIERS for i in IMBALANCE]
+    if with_images:
+        grid += [ExperimentConfig(features=f, weights="none", pooling=p, classifier=c, imbalance="weights")
+                 for f in ("images", "both") for p in ("mean", "meanmax") for c in CLASSIFIERS]
+    return grid
+
+
+def config_candidates(cohort, configs: Sequence, cache_dir=None, progress=None) -> tuple[list[Candidate], np.ndarray]:
+    """:class:`Candidate` per :class:`~lympho.experiment.ExperimentConfig` on the labelled
+    patients, and their labels. Instance features are extracted (or read from the cache)
+    once per encoder setting and shared by every config that uses them."""
+    from lympho.experiment import config_pipeline, design_matrix, instance_bags
+
+    patients = cohort.labelled()
+    bags_of: dict = {}
+    candidates = []
+    for config in configs:
+        image_key = (config.backbone, config.weights, config.precision, config.crop) if config.uses_images else None
+        if image_key is not None and image_key not in bags_of:
+            bags_of[image_key] = instance_bags(patients, config, cache_dir, progress)
+        X, names = design_matrix(patients, config, bags_of.get(image_key))
+        label = f"{config.label()} [{config.imbalance}]"
+        candidates.append(Candidate(label, config_pipeline(config, names), X))
+    return candidates, np.array([p.label for p in patients], dtype=int)
+
+
+def _fit_proba(candidate: Candidate, train, test, y) -> np.ndarray:
+    """Probability of malignancy of ``test`` rows from a clone fitted on ``train`` rows."""
+    model = clone(candidate.estimator).fit(_rows(candidate.X, train), y[train])
+    return model.predict_proba(_rows(candidate.X, test))[:, list(model.classes_).index(1)]
+
+
+def _rows(X, index):
+    return X[index] if not isinstance(X, list) else [X[i] for i in index]
+
+
+def _score(y, probability, threshold, metric) -> float:
+    """``metric`` (one of :data:`COUNT_METRICS`) of the decisions ``probability >= threshold``."""
+    return count_metrics(y, probability >= threshold)[metric]
+
+
+def corrected_t_interval(values, n_train: int, n_test: int, level: float = 0.95) -> tuple[float, float]:
+    """Nadeau and Bengio's corrected resampled t interval for the mean of ``values`` over
+    cross-validation splits: the variance is inflated by ``n_test / n_train`` because the
+    splits share patients (the plain t interval would be far too narrow)."""
+    values = np.asarray(values, dtype=float)
+    j = len(values)
+    if j < 2:
+        return float("nan"), float("nan")
+    spread = np.sqrt((1 / j + n_test / n_train) * np.var(values, ddof=1))
+    half = stats.t.ppf(0.5 + level / 2, df=j - 1) * spread
+    return float(values.mean() - half), float(values.mean() + half)
+
+
+def _split_stats(values, n_train, n_test) -> dict:
+    low, high = corrected_t_interval(values, n_train, n_test)
+    values = np.asarray(values, dtype=float)
+    return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else float("nan"),
+            "ci_low": low, "ci_high": high}
+
+
+def nested_cv(candidates: Sequence[Candidate], y, *, outer_folds: int = 3, outer_repeats: int = 3,
+              inner_folds: int = 3, inner_repeats: int = 2, seed: int = 0, threshold: float = 0.5,
+              metric: str = "balanced_accuracy", progress: Progress | None = None) -> dict:
+    """Nested cross-validation of "pick the candidate with the best mean inner-CV ``metric``".
+
+    Returns a JSON-ready dict:
+
+    - ``settings``: the fold counts, seed, threshold, metric, patients, candidates.
+    - ``nested``: ``splits`` (one row per outer split: repeat, fold, the chosen candidate,
+      its outer-test ``metric``), ``score`` (mean, std ddof=1 over outer splits, and the
+      Nadeau-Bengio corrected 95 % interval), ``estimates`` (:func:`decision_estimates`
+      of the nested out-of-fold decisions: bootstrap over patients) and ``chosen`` (how
+      often each candidate won the inner selection).
+    - ``naive``: the candidate with the best mean outer score, its ``score`` and
+      ``estimates`` the same way: the figure one quotes after choosing on these splits.
+    - ``candidates``: per candidate its ``score`` on the outer splits, and the paired
+      comparison with the naive best: ``difference`` (mean of the per-split differences
+      with its corrected interval) and ``won`` (fraction of outer splits where it scored
+      at least as well as the best).
+    - ``optimism``: naive minus nested mean ``metric`` over outer splits.
+
+    Ties in the inner selection go to the candidate listed first.
+    """
+    if metric not in COUNT_METRICS:
+        raise ValueError(f"metric must be one of {', '.join(COUNT_METRICS)}, got {metric!r}")
+    if not candidates:
+        raise ValueError("the candidate grid is empty")
+    y = np.asarray(y, dtype=int)
+    n, n_cand = len(y), len(candidates)
+    outer = list(RepeatedStratifiedKFold(n_splits=outer_folds, n_repeats=outer_repeats,
+                                         random_state=seed).split(np.zeros(n), y))
+    total, done = n_cand * len(outer) * (inner_folds * inner_repeats + 1), 0
+    outer_scores = np.empty((n_cand, len(outer)))
+    outer_proba = np.empty((n_cand, outer_repeats, n))
+    nested_decided = np.empty((outer_repeats, n), dtype=bool)
+    chosen = []
+    for s, (train, test) in enumerate(outer):
+        inner = RepeatedStratifiedKFold(n_splits=inner_folds, n_repeats=inner_repeats, random_state=seed + 1 + s)
+        inner_splits = [(train[a], train[b]) for a, b in inner.split(np.zeros(len(train)), y[train])]
+        inner_means = np.empty(n_cand)
+        for c, candidate in enumerate(candidates):
+            inner_means[c] = np.mean([_score(y[b], _fit_proba(candidate, a, b, y), threshold, metric)
+                                      for a, b in inner_splits])
+            probability = _fit_proba(candidate, train, test, y)
+            outer_proba[c, s // outer_folds, test] = probability
+            outer_scores[c, s] = _score(y[test], probability, threshold, metric)
+            done += len(inner_splits) + 1
+            if progress is not None:
+                progress(done, total)
+        chosen.append(int(np.argmax(inner_means)))
+        nested_decided[s // outer_folds, test] = outer_proba[chosen[-1], s // outer_folds, test] >= threshold
+    n_train, n_test = len(outer[0][0]), len(outer[0][1])
+    nested_scores = outer_scores[chosen, np.arange(len(outer))]
+    best = int(np.argmax(outer_scores.mean(axis=1)))
+    common = {"folds": outer_folds}
+    result = {
+        "settings": {"outer_folds": outer_folds, "outer_repeats": outer_repeats, "inner_folds": inner_folds,
+                     "inner_repeats": inner_repeats, "seed": seed, "threshold": threshold, "metric": metric,
+                     "n_patients": n, "n_candidates": n_cand},
+        "nested": {
+            "splits": [{"repeat": s // outer_folds + 1, "fold": s % outer_folds + 1,
+                        "chosen": candidates[c].label, metric: float(nested_scores[s])}
+                       for s, c in enumerate(chosen)],
+            "score": _split_stats(nested_scores, n_train, n_test),
+            "estimates": decision_estimates(y, nested_decided, method=NESTED_METHOD, threshold=threshold, **common),
+            "chosen": {candidates[c].label: chosen.count(c) for c in sorted(set(chosen), key=chosen.index)},
+        },
+        "naive": {
+            "label": candidates[best].label,
+            "score": _split_stats(outer_scores[best], n_train, n_test),
+            "estimates": decision_estimates(y, outer_proba[best] >= threshold, method=NAIVE_METHOD,
+                                            threshold=threshold, **common),
+        },
+        "candidates": [],
+    }
+    for c, candidate in enumerate(candidates):
+        difference = outer_scores[c] - outer_scores[best]
+        low, high = corrected_t_interval(difference, n_train, n_test) if c != best else (0.0, 0.0)
+        result["candidates"].append({
+            "label": candidate.label, "score": _split_stats(outer_scores[c], n_train, n_test),
+            "difference": {"mean": float(difference.mean()), "ci_low": low, "ci_high": high},
+            "won": float(np.mean(outer_scores[c] >= outer_scores[best])),
+            "chosen": chosen.count(c)})
+    result["optimism"] = result["naive"]["score"]["mean"] - result["nested"]["score"]["mean"]
+    return result
+
+
+def candidates_table(result: dict):
+    """The candidates as a frame, best mean outer score first."""
+    import pandas as pd
+
+    metric = result["settings"]["metric"]
+    rows = [{"candidate": c["label"], f"{metric} mean": c["score"]["mean"], "std": c["score"]["std"],
+             "diff to best": c["difference"]["mean"],
+             "diff 95% CI": f"{c['difference']['ci_low']:+.3f} to {c['difference']['ci_high']:+.3f}",
+             "splits won": c["won"], "chosen (nested)": c["chosen"]} for c in result["candidates"]]
+    return pd.DataFrame(rows).sort_values(f"{metric} mean", ascending=False, kind="stable").reset_index(drop=True)
+
