@@ -9,7 +9,7 @@ import streamlit as st
 
 from lympho import reports
 from lympho.data import CohortError
-from lympho.decision import DISCLAIMER_SHORT, inputs_used, model_card, result_key
+from lympho.decision import DISCLAIMER_SHORT, inputs_used, model_card, operating_point_text, result_key
 from lympho.scoring import (RECOMMENDED, ModelError, instance_scores, load_model, make_patient, model_catalog,
                             save_model, score_patient, train_model)
 from lympho.uploads import UPLOAD_SUFFIXES, save_uploads
@@ -113,7 +113,8 @@ with left:
         age_today = None
     else:
         age_today = st.number_input("Age today (years)", 0.0, 120.0, key=remember("score_age", 70.0),
-                                    help="Today's age; the models use ages at 2020-01-01, so it is converted.")
+                                    help="Converted to the age at 2020-01-01, the age the models were trained on "
+                                         "(age today minus the years since 2020-01-01).")
         dob = None
     label = ("The patient's lymphocyte images (several files, or one zip)" if uses_images
              else "Images (optional: this clinical-only model does not use them)")
@@ -171,10 +172,13 @@ if shown is not None:
         else:
             st.success(f"**Reactive pattern: this model does not suggest referral.**  \n{DISCLAIMER_SHORT}",
                        icon=":material/check_circle:")
-        if model.meta.get("oof"):
-            op = model.operating_point(result["threshold"])
-            st.caption(f"At this threshold, out-of-fold on the {model.meta['cohort']['n_labelled']} training "
-                       f"patients: sensitivity {op['sensitivity']:.2f}, specificity {op['specificity']:.2f}.")
+        if model.meta.get("oof") and advanced:
+            chosen_point = model.operating_point_estimate(threshold=result["threshold"])
+            st.caption("At this threshold, on the training patients: "
+                       + operating_point_text(model.meta, chosen_point).split("; ", 1)[-1])
+        elif model.meta.get("oof"):
+            st.caption("At the stored operating point, on the training patients: "
+                       + operating_point_text(model.meta).split("; ", 1)[-1])
     st.markdown("**Inputs as used:** " + " · ".join(f"{name}: {value}" for name, value in shown["used"])
                 + f" · Model: {result['model']}")
     if shown["thumbs"]:

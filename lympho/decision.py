@@ -35,14 +35,16 @@ def _interval(estimate: Mapping | None, metric: str) -> str | None:
     return f"{value['estimate']:.2f} ({level:.0%} CI {value['low']:.2f}–{value['high']:.2f})"
 
 
-def operating_point_text(meta: Mapping) -> str:
-    """How the model's stored threshold was chosen and what it reached out of fold."""
-    point = meta.get("operating_point") or {}
+def operating_point_text(meta: Mapping, point: Mapping | None = None) -> str:
+    """How the model's stored threshold (or ``point``, another operating point of it) was chosen
+    and what it reached out of fold, with intervals."""
+    point = point or meta.get("operating_point") or {}
     threshold = float(point.get("threshold", 0.5))
     target = point.get("target_sensitivity")
-    how = (f"chosen for a sensitivity of {target:.0%} on the training patients' out-of-fold predictions"
-           if target else "fixed")
     estimate = point.get("estimate")
+    repeats = f" from {estimate['repeats']} CV repeats" if estimate and estimate.get("repeats") else ""
+    how = (f"chosen for a sensitivity of {target:.0%}{repeats} on the training patients' out-of-fold predictions"
+           if target else "fixed")
     parts, named = [f"threshold {threshold:.3f}, {how}"], set()
     for metric, name in (("sensitivity", "sensitivity"), ("recall", "sensitivity"), ("specificity", "specificity"),
                          ("balanced_accuracy", "balanced accuracy")):

@@ -11,6 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from lympho.data import load_cohort
+from lympho.evaluation import format_estimate, run_estimates
 from lympho.experiment import ExperimentConfig, run_experiment
 from lympho.runstore import RunStore
 from lympho.scoring import RECOMMENDED, save_model, train_model
@@ -69,6 +70,10 @@ def test_experiment_page_runs_and_stores(cohort, isolated_cache):
     finish_job(app, "experiment")
     assert "Stored as run" in app.success[0].value
     assert {m.label for m in app.metric} >= {"Balanced accuracy", "Recall (sensitivity)"}
+    run = RunStore(isolated_cache / "runs").runs()[0]
+    # the same figure, with its interval, as the CLI prints it (lympho.evaluation.format_estimate)
+    assert format_estimate(run_estimates(run), "balanced_accuracy") in texts(app)
+    assert "95% CI" in app.metric[0].proto.delta
     assert len(app.dataframe[0].value) == 6 + 1  # 2 x 3 folds and the mean row
     run = RunStore(isolated_cache / "runs").runs()[0]
     assert run["config"]["classifier"] == "logreg" and run["config"]["repeats"] == 2
@@ -195,7 +200,7 @@ def test_score_page_decides_at_the_stored_operating_point_and_clears_stale_resul
     app.text_input(key="score_patient_id").input("P-042")
     app.date_input(key="score_dob").set_value(date(1970, 5, 14))
     app.button[-1].click().run()  # a clinical-only model: no images needed
-    assert not app.error, app.error
+    assert all("Malignant pattern" in e.value for e in app.error), app.error  # the decision, not a refusal
     shown = texts(app)
     assert "49.6 years at 2020-01-01" in shown and "from date of birth 1970-05-14" in shown and "P-042" in shown
     assert "refer for flow cytometry" in shown.lower() or "does not suggest referral" in shown
