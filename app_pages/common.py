@@ -36,29 +36,31 @@ def synthetic_banner() -> None:
         st.warning("Synthetic demo cohort: generated images and values, not patients.", icon=":material/science:")
 
 
-def weights_available(backbone: str) -> bool:
-    return uses_torchvision_options(backbone) and hub_checkpoint_path(backbone).is_file()
+def weights_available(encoder: str) -> bool:
+    return uses_torchvision_options(encoder) and hub_checkpoint_path(encoder).is_file()
 
 
 def image_options(key: str, base: ExperimentConfig, disabled: bool = False) -> dict:
     """Encoder, weights and pooling widgets (remembered across pages); ImageNet is
-    preselected only when its weights are cached."""
+    preselected only when its weights are cached; weights apply to torchvision encoders only."""
     left, middle, right = st.columns(3)
-    backbone = left.selectbox("Image encoder", tuple(ENCODERS), key=remember(f"{key}_backbone", base.encoder),
-                              disabled=disabled)
-    cached = weights_available(backbone)
+    encoder = left.selectbox("Image encoder", tuple(ENCODERS), key=remember(f"{key}_encoder", base.encoder),
+                             disabled=disabled)
+    cached = weights_available(encoder)
+    torchvision = uses_torchvision_options(encoder)
     weights = middle.selectbox("Weights", WEIGHTS, key=remember(f"{key}_weights", "imagenet" if cached else "none"),
-                               disabled=disabled,
-                               help=None if cached else f"ImageNet weights are not in the torch hub cache "
-                                                        f"({hub_checkpoint_path(backbone)}); offline, use none.")
+                               disabled=disabled or not torchvision,
+                               help=None if cached or not torchvision else
+                               f"ImageNet weights are not in the torch hub cache ({hub_checkpoint_path(encoder)}); "
+                               "offline, use none.")
     pooling = right.selectbox("Pooling", tuple(POOLINGS), key=remember(f"{key}_pooling", base.pooling),
                               disabled=disabled)
-    return {"encoder": backbone, "weights": weights, "pooling": pooling}
+    return {"encoder": encoder, "weights": weights if torchvision else base.weights, "pooling": pooling}
 
 
 def load_config_state(key: str, config: ExperimentConfig) -> None:
     """Put ``config`` into the form's widgets (before they are drawn), e.g. the running job's."""
-    for field in ("features", "classifier", "imbalance", "backbone", "weights", "pooling", "folds", "repeats",
+    for field in ("features", "classifier", "imbalance", "encoder", "weights", "pooling", "folds", "repeats",
                   "seed"):
         set_remembered(f"{key}_{field}", getattr(config, field))
 

@@ -63,7 +63,8 @@ def model_card(meta: Mapping) -> list[tuple[str, str]]:
     config, cohort = meta["config"], meta["cohort"]
     features = FEATURE_LABELS.get(config["features"], config["features"])
     if config["features"] != "clinical":
-        features += f" ({config['backbone']}, {config['weights']} weights, {config['pooling']} pooling)"
+        encoder = config.get("encoder", config.get("backbone"))  # "backbone" in models saved before 2026-11-29
+        features += f" ({encoder}, {config['weights']} weights, {config['pooling']} pooling)"
     trained_on = (f"{'the SYNTHETIC demo cohort' if cohort['synthetic'] else cohort.get('name', '?')}, "
                   f"{cohort['n_labelled']} labelled patients")
     versions = meta.get("versions", {})

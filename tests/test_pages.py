@@ -84,9 +84,9 @@ def test_experiment_page_runs_and_stores(cohort, isolated_cache):
 
 def test_image_options_follow_the_feature_choice_at_once(cohort, isolated_cache):
     app = open_page("experiment", cohort, isolated_cache)
-    assert app.selectbox(key="exp_backbone").disabled  # the recommended model is clinical-only
+    assert app.selectbox(key="exp_encoder").disabled  # the recommended model is clinical-only
     app.selectbox(key="exp_features").set_value("both").run()  # no form to submit first
-    assert not app.selectbox(key="exp_backbone").disabled and not app.selectbox(key="exp_pooling").disabled
+    assert not app.selectbox(key="exp_encoder").disabled and not app.selectbox(key="exp_pooling").disabled
 
 
 def test_mid_run_the_form_shows_the_running_config(cohort, isolated_cache):
