@@ -1,8 +1,10 @@
 # `make run` starts the dashboard, `make test` runs the tests; both (re)build .venv
 # from requirements.txt first when it is missing or older than requirements.txt.
+# `make test` also installs the optional Ray engine (requirements-ray.txt), which it tests.
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-requirements
+RAY_STAMP := $(VENV)/.installed-requirements-ray
 
 .PHONY: run test bench
 
@@ -11,10 +13,14 @@ $(STAMP): requirements.txt
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $(STAMP)
 
+$(RAY_STAMP): requirements-ray.txt $(STAMP)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-ray.txt
+	touch $(RAY_STAMP)
+
 run: $(STAMP)
 	$(VENV)/bin/python -m streamlit run app.py
 
-test: $(STAMP)
+test: $(STAMP) $(RAY_STAMP)
 	$(VENV)/bin/python -m pytest
 
 bench: $(STAMP)

@@ -13,18 +13,20 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
-import pandas as pd
 
+# Light imports only (the CLI's `--help` loads this module): the feature extractor (torch),
+# the classifiers and the cross-validation (scikit-learn, xgboost) are imported where used.
 from lympho.data import (Cohort, Patient, categorical_columns, clinical_matrix, clinical_names,
                          write_text_atomic)
 from lympho.encoders import ENCODERS, PRECISIONS, WEIGHTS, uses_torchvision_options
-from lympho.evaluation import METRICS, cross_validate
-from lympho.features import FeatureExtractor, Preprocessing
-from lympho.models.classifiers import CLASSIFIERS, IMBALANCE, make_pipeline
+from lympho.models import CLASSIFIERS, IMBALANCE
 from lympho.pooling import POOLINGS, pool_bags, pooled_names
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FEATURE_SETS = ("clinical", "images", "both")
 CLASSIFIER_NAMES = {"svm": "SVM", "mlp": "MLP", "xgboost": "XGBoost", "logreg": "LogReg"}
@@ -96,9 +98,25 @@ class ExperimentConfig:
         return f"{CLASSIFIER_NAMES[self.classifier]}, {parts[self.features]}"
 
 
-def make_extractor(config: ExperimentConfig, cache_dir: Path | None) -> FeatureExtractor:
-    return FeatureExtractor(config.encoder, config.weights, precision=config.precision,
-                            preprocessing=Preprocessing(crop=config.crop), cache_dir=cache_dir)
+#: Chosen by 20 x repeated 3-fold cross-validation on the real cohort
+#: (benchmarks/model_selection.py, figures in the README): the best configuration that
+#: needs no downloaded weights.
+RECOMMENDED = ExperimentConfig(features="clinical", classifier="xgboost", imbalance="weights")
+#: The default operating point of a trained model: a screening tool must catch malignancy.
+TARGET_SENSITIVITY = 0.95
+#: Cross-validation repeats from which a trained model's threshold is chosen.
+THRESHOLD_REPEATS = 10
+
+
+def make_extractor(config: ExperimentConfig, cache_dir: Path | None, engine=None, rehash: bool = False,
+                   device: str = "auto"):
+    """The cached feature extractor for ``config``'s images; ``engine``: where missing
+    features are computed (None: this process; a :class:`lympho.distributed.RayEngine`)."""
+    from lympho.features import FeatureExtractor, Preprocessing
+
+    return FeatureExtractor(config.encoder, config.weights, precision=config.precision, device=device,
+                            preprocessing=Preprocessing(crop=config.crop), cache_dir=cache_dir,
+                            engine=engine, rehash=rehash)
 
 
 def design_matrix(patients: Sequence[Patient], config: ExperimentConfig,
@@ -118,15 +136,17 @@ def design_matrix(patients: Sequence[Patient], config: ExperimentConfig,
 def config_pipeline(config: ExperimentConfig, names: Sequence[str]):
     """``config``'s unfitted pipeline for a design matrix with columns ``names`` (SMOTE-NC
     keeps its categorical columns categorical)."""
+    from lympho.models.classifiers import make_pipeline
+
     return make_pipeline(config.classifier, config.imbalance, config.seed, categorical_columns(list(names)))
 
 
 def instance_bags(patients: Sequence[Patient], config: ExperimentConfig, cache_dir: Path | None,
-                  progress: StageProgress | None = None) -> list[np.ndarray] | None:
+                  progress: StageProgress | None = None, engine=None) -> list[np.ndarray] | None:
     if not config.uses_images:
         return None
     on_extract = (lambda done, total: progress("extract", done, total)) if progress else None
-    return make_extractor(config, cache_dir).bags(patients, on_extract)
+    return make_extractor(config, cache_dir, engine).bags(patients, on_extract)
 
 
 def encoder_record(config: ExperimentConfig) -> dict | None:
@@ -145,15 +165,27 @@ def run_experiment(cohort: Cohort, config: ExperimentConfig, cache_dir: Path | N
                    progress: StageProgress | None = None,
                    bags: Sequence[np.ndarray] | None = None) -> dict:
     """Cross-validate ``config`` on the labelled patients; a JSON-ready run record."""
+    from lympho.evaluation import cross_validate
+
     patients = cohort.labelled()
     if bags is None:
         bags = instance_bags(patients, config, cache_dir, progress)
+    estimator, X, y, ids, options = cv_job(patients, config, bags)
+    on_fold = (lambda done, total: progress("folds", done, total)) if progress else None
+    return run_record(cohort, config, cross_validate(estimator, X, y, ids, **options, progress=on_fold))
+
+
+def cv_job(patients: Sequence[Patient], config: ExperimentConfig, bags: Sequence[np.ndarray] | None) -> tuple:
+    """What ``config``'s cross-validation needs: ``(estimator, X, y, ids, keywords)``; run
+    here by :func:`run_experiment`, or as Ray tasks by an ablation on the Ray engine."""
     X, names = design_matrix(patients, config, bags)
     y = np.array([p.label for p in patients])
-    on_fold = (lambda done, total: progress("folds", done, total)) if progress else None
-    result = cross_validate(config_pipeline(config, names), X, y,
-                            [p.id for p in patients], folds=config.folds, repeats=config.repeats,
-                            seed=config.seed, progress=on_fold)
+    return (config_pipeline(config, names), X, y, [p.id for p in patients],
+            {"folds": config.folds, "repeats": config.repeats, "seed": config.seed})
+
+
+def run_record(cohort: Cohort, config: ExperimentConfig, result) -> dict:
+    """The JSON-ready record of ``config``'s cross-validation ``result`` (a CVResult)."""
     return {
         "config": config.to_dict(), "key": config.key(), "label": config.label(),
         "cohort": cohort_summary(cohort), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -169,12 +201,21 @@ TABLE2_ROWS = (("clinical", "svm"), ("both", "svm"), ("images", "svm"), ("both",
 
 def run_ablation(cohort: Cohort, base: ExperimentConfig,
                  rows: Sequence[tuple[str, str]] = TABLE2_ROWS, cache_dir: Path | None = None,
-                 progress: StageProgress | None = None) -> tuple[pd.DataFrame, list[dict]]:
-    """Run each (features, classifier) row on shared cached features; one table row per fold."""
+                 progress: StageProgress | None = None, engine=None) -> tuple[pd.DataFrame, list[dict]]:
+    """Run each (features, classifier) row on shared cached features; one table row per fold.
+
+    With ``engine`` (a :class:`lympho.distributed.RayEngine`) the features are extracted on
+    the cluster and the grid runs as one task per configuration x repeat; same results.
+    """
     configs = [dataclasses.replace(base, features=f, classifier=c) for f, c in rows]
     image_config = next((c for c in configs if c.uses_images), None)
-    bags = instance_bags(cohort.labelled(), image_config, cache_dir, progress) if image_config else None
-    runs = [run_experiment(cohort, config, cache_dir, progress, bags) for config in configs]
+    patients = cohort.labelled()
+    bags = instance_bags(patients, image_config, cache_dir, progress, engine) if image_config else None
+    if engine is None:
+        runs = [run_experiment(cohort, config, cache_dir, progress, bags) for config in configs]
+    else:
+        results = engine.cross_validate_grid([cv_job(patients, c, bags) for c in configs], progress)
+        runs = [run_record(cohort, config, result) for config, result in zip(configs, results)]
     return ablation_table(runs), runs
 
 
@@ -182,6 +223,10 @@ def ablation_table(runs: Sequence[dict]) -> pd.DataFrame:
     """One row per configuration and fold: the configuration's fields (``config.<field>``, so
     that the config field ``precision`` and the metric ``precision`` are two columns), then
     the metrics."""
+    import pandas as pd
+
+    from lympho.evaluation import METRICS
+
     return pd.DataFrame([{"configuration": run["label"], **{f"config.{k}": v for k, v in run["config"].items()},
                           "repeat": fold["repeat"],
                           "fold": fold["fold"], **{m: fold[m] for m in METRICS}}

@@ -8,12 +8,16 @@ same file) never re-extract, and a change of any of those never reuses stale fea
 damaged entry is recomputed; a damaged cache file is moved aside and rebuilt.
 
 Torch is imported only by the batched (network) path: extracting morphology features
-needs neither torch nor a GPU.
+needs neither torch nor a GPU, and a fully cached run imports nothing heavy. Content
+hashes come from a hash index beside the cache (path -> size, mtime, hash;
+:mod:`lympho.hashindex`), so unchanged files are not even read, and cache writes go one
+transaction per batch. On a GPU, JPEGs are decoded there in batches (nvJPEG)
+while the workers only read the files. With an ``engine`` (:mod:`lympho.distributed`)
+the missing features are computed on a Ray cluster and stored here.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 import time
@@ -27,6 +31,7 @@ import numpy as np
 
 from lympho.data import CohortError, Patient, cache_error, read_image
 from lympho.encoders import Encoder, cache_key, describe, make_encoder
+from lympho.hashindex import HashIndex, content_hash  # noqa: F401  (content_hash: part of the API)
 
 PREPROCESSING_VERSION = 1
 
@@ -51,29 +56,32 @@ class Preprocessing:
         image = read_image(path)
         if image.size != (self.size, self.size):
             image = image.resize((self.size, self.size), resample=3)  # bicubic
-        if self.crop and self.crop < self.size:
-            offset = (self.size - self.crop) // 2
-            image = image.crop((offset, offset, offset + self.crop, offset + self.crop))
-        return np.array(image, dtype=np.uint8)  # writable copy: torch wants one
+        return self.crop_array(np.array(image, dtype=np.uint8))  # writable copy: torch wants one
 
-
-def content_hash(path: Path) -> str:
-    return hashlib.blake2b(Path(path).read_bytes(), digest_size=16).hexdigest()
+    def crop_array(self, image):
+        """The centre crop of an image already ``size`` x ``size`` (HWC, numpy or torch)."""
+        if not self.crop or self.crop >= self.size:
+            return image
+        offset = (self.size - self.crop) // 2
+        return image[offset:offset + self.crop, offset:offset + self.crop]
 
 
 class _Images:
-    """Decoded uint8 HWC images for a DataLoader (any sized, indexable object will do);
-    a decoding error travels back as a message, not a crash."""
+    """What the DataLoader's workers produce per file: the decoded uint8 HWC image
+    (``encoder.load``), or with ``read`` whatever the encoder's ``read`` gives (the file's
+    bytes for decoding on the device). Any sized, indexable object will do; a decoding
+    error travels back as a message, not a crash."""
 
-    def __init__(self, paths: Sequence[Path], encoder: Encoder):
-        self.paths, self.encoder = list(paths), encoder
+    def __init__(self, paths: Sequence[Path], encoder: Encoder, read: bool = False):
+        self.paths, self.encoder, self.read = list(paths), encoder, read
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int):
         try:
-            return index, self.encoder.load(self.paths[index]), None
+            path = self.paths[index]
+            return index, (self.encoder.read(path) if self.read else self.encoder.load(path)), None
         except CohortError as err:
             return index, None, str(err)
 
@@ -84,6 +92,12 @@ def _collate(items):
     errors = [error for _, _, error in items if error]
     images = [image for _, image, error in items if not error]
     return [i for i, _, _ in items], torch.from_numpy(np.stack(images)) if not errors else None, errors
+
+
+def _collate_reads(items):
+    """Like :func:`_collate`, but the items stay a list: the main process decodes them."""
+    errors = [error for _, _, error in items if error]
+    return [i for i, _, _ in items], [item for _, item, _ in items], errors
 
 
 def _encode_files(encoder: Encoder, paths: Sequence[Path]) -> tuple[np.ndarray | None, str | None]:
@@ -120,11 +134,13 @@ class FeatureExtractor:
     def __init__(self, encoder: str | Encoder = "resnet18", weights: str = "imagenet",
                  precision: str = "auto", device: str = "auto", batch_size: int = 64,
                  preprocessing: Preprocessing = Preprocessing(), cache_dir: Path | None = None,
-                 num_workers: int | None = None):
+                 num_workers: int | None = None, engine=None, rehash: bool = False):
         self.encoder = (make_encoder(encoder, weights, precision, device, preprocessing.crop)
                         if isinstance(encoder, str) else encoder)
         self.batch_size = batch_size
         self.cache = open_feature_cache(Path(cache_dir) / "features") if cache_dir else None
+        self.hashes = HashIndex(Path(cache_dir) / "hash-index.sqlite" if cache_dir else None)
+        self.engine, self.rehash = engine, rehash
         self.num_workers = self._default_workers() if num_workers is None else num_workers
         self.last_stats: dict = {}
 
@@ -145,9 +161,13 @@ class FeatureExtractor:
         # bottleneck: every core decodes. On a CPU the cores run the network, and one
         # decoding worker keeps up with it (PIL decodes ~2,000 img/s).
         cores = os.cpu_count() or 1
-        if not self.encoder.batched or getattr(self.encoder, "device", None) and self.encoder.device.type == "cuda":
+        if not self.encoder.batched or self._on_cuda:
             return cores
         return max(1, cores // 4)
+
+    @property
+    def _on_cuda(self) -> bool:
+        return getattr(self.encoder, "device_type", "cpu") == "cuda"
 
     def _cached(self, keys: list[str]) -> dict[int, np.ndarray]:
         found = {}
@@ -172,7 +192,9 @@ class FeatureExtractor:
             raise cache_error(self.cache.directory, err) from None
 
     def _compute(self, paths: list[Path], on_batch: Callable[[list[int], np.ndarray], None]) -> None:
-        if self.encoder.batched:
+        if self.engine is not None:
+            self.engine.compute(self.encoder, paths, on_batch)
+        elif self.encoder.batched:
             self._compute_batched(paths, on_batch)
         else:
             self._compute_per_image(paths, on_batch)
@@ -180,14 +202,15 @@ class FeatureExtractor:
     def _compute_batched(self, paths: list[Path], on_batch: Callable[[list[int], np.ndarray], None]) -> None:
         from torch.utils.data import DataLoader
 
-        cuda = getattr(self.encoder, "device", None) is not None and self.encoder.device.type == "cuda"
-        loader = DataLoader(_Images(paths, self.encoder), batch_size=self.batch_size,
-                            num_workers=self.num_workers, collate_fn=_collate, pin_memory=cuda,
-                            persistent_workers=False, prefetch_factor=4 if self.num_workers else None)
+        on_device = getattr(self.encoder, "decoder", "pil") == "device"
+        loader = DataLoader(_Images(paths, self.encoder, read=on_device), batch_size=self.batch_size,
+                            num_workers=self.num_workers, collate_fn=_collate_reads if on_device else _collate,
+                            pin_memory=self._on_cuda and not on_device, persistent_workers=False,
+                            prefetch_factor=4 if self.num_workers else None)
         for indices, batch, errors in loader:
             if errors:  # raised here, not in a worker, so the message stays one clear line
                 raise CohortError(errors[0])
-            on_batch(indices, self.encoder.encode(batch))
+            on_batch(indices, self.encoder.encode(self.encoder.decode(batch) if on_device else batch))
 
     def _compute_per_image(self, paths: list[Path], on_batch: Callable[[list[int], np.ndarray], None]) -> None:
         """Worker processes load and encode chunks of files; this process only stores them."""
@@ -211,7 +234,7 @@ class FeatureExtractor:
     def extract(self, paths: Sequence[Path], progress: Progress | None = None) -> np.ndarray:
         """Features of every image (n, feature_dim), from the cache where possible."""
         started = time.perf_counter()
-        keys = [f"{content_hash(p)}/{self.key_prefix}" for p in paths]
+        keys = [f"{digest}/{self.key_prefix}" for digest in self.hashes.hashes(paths, self.rehash)]
         features = np.empty((len(paths), self.feature_dim), dtype=np.float32)
         found = self._cached(keys)
         for i, vector in found.items():

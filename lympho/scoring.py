@@ -31,17 +31,14 @@ from lympho.data import (IMAGE_SUFFIXES, REFERENCE_DATE, UNKNOWN_LABEL, CohortEr
 from lympho.evaluation import cross_validate, oof_estimates, threshold_from_repeats
 from lympho.evaluation import operating_point as _operating_point
 from lympho.evaluation import threshold_for_sensitivity as _threshold_for_sensitivity
+from lympho.experiment import (RECOMMENDED, TARGET_SENSITIVITY, THRESHOLD_REPEATS, ExperimentConfig, StageProgress,
+                               cohort_summary, config_pipeline, design_matrix, encoder_record, instance_bags,
+                               versions, write_json_atomic)
 from lympho.model_format import (LEGACY_PIPELINE_FILE, PIPELINE_FILE, ModelError, load_legacy_pipeline,
                                   load_pipeline, save_pipeline)
-from lympho.experiment import (ExperimentConfig, StageProgress, cohort_summary, config_pipeline, design_matrix,
-                               encoder_record, instance_bags, versions, write_json_atomic)
 
 #: 2: the pipeline in skops (safe); 1: a joblib pickle, loaded only when trusted.
 MODEL_FORMAT = 2
-#: Chosen by 20 x repeated 3-fold cross-validation on the real cohort
-#: (benchmarks/model_selection.py, figures in the README): the best configuration that
-#: needs no downloaded weights.
-RECOMMENDED = ExperimentConfig(features="clinical", classifier="xgboost", imbalance="weights")
 #: Upper bound accepted for a user-entered lymphocyte count (x 10^9/L); the cohort spans 2-300.
 MAX_LYMPH_COUNT = 1000.0
 
@@ -119,10 +116,6 @@ class TrainedModel:
         return _operating_point(oof["y_true"], oof["probability"], threshold)
 
 
-#: The default operating point of a trained model: a screening tool must catch malignancy.
-TARGET_SENSITIVITY = 0.95
-#: Cross-validation repeats from which a trained model's threshold is chosen.
-THRESHOLD_REPEATS = 10
 
 
 def train_model(cohort, config: ExperimentConfig = RECOMMENDED, cache_dir: Path | None = None,

@@ -71,10 +71,10 @@ def cache_key(encoder: Encoder) -> str:
 
 
 def make_encoder(name: str, weights: str = "imagenet", precision: str = "auto", device: str = "auto",
-                 crop: int | None = None) -> Encoder:
-    """Build the encoder registered as ``name``. ``weights``, ``precision``, ``device`` and
-    ``crop`` apply to the torchvision kind; the morphology encoder has fixed geometry and
-    runs on the CPU, so it ignores them."""
+                 crop: int | None = None, decoder: str = "auto") -> Encoder:
+    """Build the encoder registered as ``name``. ``weights``, ``precision``, ``device``,
+    ``crop`` and ``decoder`` (``auto``, ``pil``, ``device``) apply to the torchvision kind;
+    the morphology encoder has fixed geometry and runs on the CPU, so it ignores them."""
     if name not in ENCODERS:
         raise ValueError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}")
     if ENCODERS[name] == "morphology":
@@ -84,7 +84,7 @@ def make_encoder(name: str, weights: str = "imagenet", precision: str = "auto", 
     from lympho.encoders.torchvision import TorchvisionEncoder
     from lympho.features import Preprocessing
 
-    return TorchvisionEncoder(name, weights, precision, device, Preprocessing(crop=crop))
+    return TorchvisionEncoder(name, weights, precision, device, Preprocessing(crop=crop), decoder)
 
 
 def uses_torchvision_options(name: str) -> bool:
