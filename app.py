@@ -85,6 +85,8 @@ def pick_cohort(cache: Path) -> None:
 
 
 warm_imports()
+# Less empty space above each page, so a 1280 x 720 projector shows the content.
+st.html("<style>[data-testid='stMainBlockContainer'] { padding-top: 2.5rem; }</style>")
 keep_remembered_state()
 with st.sidebar:
     st.title("lympho")

@@ -42,14 +42,12 @@ with left:
         frame = cohort.frame()
         labelled = frame[frame.label >= 0]
         first, second = st.columns(2)
-        first.metric("Labelled patients", len(labelled),
-                     f"{(labelled.label == 1).sum()} malignant, {(labelled.label == 0).sum()} reactive",
-                     delta_color="off", delta_arrow="off")
-        second.metric("Images", f"{int(frame.n_images.sum()):,}",
-                      f"{frame.n_images.min()}–{frame.n_images.max()} per patient", delta_color="off",
-                      delta_arrow="off")
+        first.metric("Labelled patients", len(labelled))
+        second.metric("Images", f"{int(frame.n_images.sum()):,}")
         st.caption(("**Synthetic demo cohort**: generated, not patients. " if cohort.synthetic else "")
-                   + f"{int((frame.label == -1).sum())} unlabelled (test) patients.")
+                   + f"{(labelled.label == 1).sum()} malignant, {(labelled.label == 0).sum()} reactive; "
+                   f"{int((frame.label == -1).sum())} unlabelled (test) patients; "
+                   f"{frame.n_images.min()}–{frame.n_images.max()} images per patient.")
 with right:
     st.subheader("The recommended model")
     ba = ESTIMATE["balanced_accuracy"]

@@ -285,6 +285,11 @@ def fold_metrics(folds, metrics: Sequence[str] = METRICS,
     return fig
 
 
+def _count(value: float) -> str:
+    """A whole count as ``12``, a mean over repeats as ``30.2``."""
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
+
+
 def confusion_matrix(matrix, title: str = "Confusion matrix") -> go.Figure:
     """Annotated heatmap of a 2 x 2 matrix ``[[tn, fp], [fn, tp]]``.
 
@@ -301,13 +306,13 @@ def confusion_matrix(matrix, title: str = "Confusion matrix") -> go.Figure:
     fig = go.Figure(go.Heatmap(
         z=z.tolist(), x=classes, y=classes, colorscale="Blues", showscale=False, zmin=0,
         zmax=max(float(z.max()), 1.0), xgap=2, ygap=2, customdata=share.tolist(),
-        hovertemplate="True %{y}, predicted %{x}: %{z:d} (%{customdata:.0%} of true %{y})<extra></extra>"))
+        hovertemplate="True %{y}, predicted %{x}: %{z:.4~g} (%{customdata:.0%} of true %{y})<extra></extra>"))
     peak = max(float(z.max()), 1.0)
     for i, true in enumerate(classes):
         for j, predicted in enumerate(classes):
             fig.add_annotation(
                 x=predicted, y=true, showarrow=False,
-                text=f"<b>{int(z[i, j])}</b><br><span style='font-size:12px'>{share[i, j]:.0%}</span>",
+                text=f"<b>{_count(z[i, j])}</b><br><span style='font-size:12px'>{share[i, j]:.0%}</span>",
                 font=dict(size=20, color="white" if z[i, j] > 0.55 * peak else INK))
     _styled(fig, title, height=380, xaxis_title="Predicted", yaxis_title="True",
             margin=dict(l=90, r=20, t=70, b=60))

@@ -93,7 +93,8 @@ class TrainedModel:
         and its leave-one-repeat-out estimate. Otherwise ``threshold`` (default: the
         stored one) and :func:`lympho.evaluation.oof_estimates` at it (a fixed threshold is
         not chosen on these predictions). Returns ``threshold, target_sensitivity,
-        estimate`` (``estimate`` formats with :func:`lympho.evaluation.format_estimate`).
+        estimate`` (``estimate`` formats with :func:`lympho.evaluation.format_estimate`) and,
+        when chosen from repeats, ``per_repeat`` (each repeat's own threshold).
         """
         oof = self._oof()
         if sensitivity is not None:
@@ -102,7 +103,7 @@ class TrainedModel:
             if oof["repeat"].nunique() > 1:
                 chosen = threshold_from_repeats(oof, sensitivity)
                 return {"threshold": chosen["threshold"], "target_sensitivity": sensitivity,
-                        "estimate": chosen["estimate"]}
+                        "per_repeat": chosen["per_repeat"], "estimate": chosen["estimate"]}
             threshold = min(_threshold_for_sensitivity(oof["y_true"], oof["probability"], sensitivity), 1.0)
         threshold = self.threshold if threshold is None else float(threshold)
         return {"threshold": threshold, "target_sensitivity": None, "estimate": oof_estimates(oof, threshold)}
@@ -283,7 +284,7 @@ def model_catalog(directory: Path | str) -> tuple[list[tuple[Path, dict]], list[
 
 def make_patient(images: Path | str | Sequence[Path], gender: str, lymph_count: float | str,
                  age: float | None = None, dob: date | None = None, patient_id: str = "patient",
-                 today: date | None = None) -> Patient:
+                 today: date | None = None, require_images: bool = True) -> Patient:
     """A validated unlabelled patient from user input: a folder or a list of image files.
 
     Give ``dob`` (date of birth) or ``age``: the patient's age **today** in years (on
@@ -293,7 +294,8 @@ def make_patient(images: Path | str | Sequence[Path], gender: str, lymph_count: 
 
     Refused with a :class:`CohortError`: an age today outside 0-120 years, an age at the
     reference date outside 0-120 (born after it), a lymphocyte count that is not positive
-    or above ``MAX_LYMPH_COUNT`` (x 10^9/L), an unknown gender, and no or unreadable images.
+    or above ``MAX_LYMPH_COUNT`` (x 10^9/L), an unknown gender, and unreadable images, or
+    none when ``require_images`` (a clinical-only model needs none).
     """
     if (age is None) == (dob is None):
         raise CohortError("give exactly one of date of birth or age", field="age/dob")
@@ -316,7 +318,7 @@ def make_patient(images: Path | str | Sequence[Path], gender: str, lymph_count: 
     if source is not None and not source.is_dir():
         raise CohortError("image folder not found", source)
     paths = list_images(source) if source is not None else [Path(p) for p in images]
-    if not paths:
+    if not paths and require_images:  # a clinical-only model needs none
         raise CohortError(f"no images (expected {', '.join(sorted(IMAGE_SUFFIXES))} files)", source)
     for path in paths:
         check_image(path)

@@ -140,6 +140,9 @@ def test_confusion_matrix_annotations_match_counts():
     assert fig.layout.xaxis.title.text == "Predicted" and fig.layout.yaxis.title.text == "True"
     with pytest.raises(ValueError):
         figures.confusion_matrix([[1, 2, 3]])
+    mean = figures.confusion_matrix([[30.15, 3.85], [5.0, 71.0]], "Mean per repeat")
+    assert mean.layout.annotations[0].text.startswith("<b>30.1</b>") or \
+        mean.layout.annotations[0].text.startswith("<b>30.2</b>")
 
 
 def test_roc_curves_one_trace_per_repeat_plus_chance_and_marker(runs):
