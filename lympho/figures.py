@@ -490,3 +490,30 @@ def benchmark_comparison(rows: Sequence[Mapping], title: str = "Balanced accurac
     fig.update_xaxes(range=[0.5, 1.0], showgrid=True, gridcolor="#E5E7EB")
     fig.update_yaxes(autorange="reversed", showgrid=False)
     return fig
+
+
+# --------------------------------------------------------------------------- cells
+
+#: Outline colours of the segmentation overlay (RGB).
+NUCLEUS_OUTLINE = (230, 0, 126)
+CELL_OUTLINE = (0, 200, 255)
+
+
+def cell_segmentation(masks: Mapping, title: str = "Segmentation used by the morphology encoder") -> go.Figure:
+    """The cell crop beside the same crop with its nucleus (magenta) and cell (cyan) outlines,
+    from :func:`lympho.encoders.morphology.masks`, so a user can judge the segmentation."""
+    image = np.asarray(masks["image"], dtype=np.uint8)
+    overlay = image.copy()
+    for name, color in (("cell_outline", CELL_OUTLINE), ("nucleus_outline", NUCLEUS_OUTLINE)):
+        outline = np.asarray(masks[name], dtype=bool)
+        thick = outline | np.roll(outline, 1, 0) | np.roll(outline, 1, 1)  # 2 px, visible when scaled
+        overlay[thick] = color
+    fig = go.Figure()
+    fig.add_trace(go.Image(z=np.concatenate([image, np.full((image.shape[0], 8, 3), 255, np.uint8), overlay],
+                                            axis=1), hoverinfo="skip"))
+    note = "segmentation FAILED: the encoder flags this cell" if masks.get("failed") else \
+        "magenta: nucleus, cyan: cell"
+    _styled(fig, f"{title} ({note})", height=360, margin=dict(l=10, r=10, t=50, b=10))
+    fig.update_xaxes(visible=False, showline=False)
+    fig.update_yaxes(visible=False, showline=False, scaleanchor="x")
+    return fig
