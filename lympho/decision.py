@@ -6,9 +6,12 @@ always belongs to what is shown, or is cleared).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from datetime import date
 from typing import Mapping, Sequence
+
+from PIL import Image
 
 from lympho.data import REFERENCE_DATE
 from lympho.figures import FEATURE_LABELS, config_name
@@ -92,3 +95,21 @@ def inputs_used(patient_id: str, gender: str, count: float, model_age: float, do
               else f"not used by this clinical-only model ({n_images} uploaded)" if n_images else "none needed")
     return [("Patient", patient_id), ("Gender", {"F": "Female", "M": "Male"}.get(gender, gender)), ("Age", age),
             ("Lymphocyte count", f"{count:g} ×10⁹/L"), ("Images", images)]
+
+
+def thumbnails(files: Sequence[tuple[str, bytes]], limit: int = 60, side: int = 96) -> list[tuple[str, Image.Image]]:
+    """Small previews of uploaded image files, in upload order, at most ``limit``. Zips and
+    files that do not decode are skipped here: the upload check names them when scoring."""
+    previews = []
+    for name, content in files:
+        if len(previews) >= limit or name.lower().endswith(".zip"):
+            continue
+        try:
+            with Image.open(io.BytesIO(content)) as image:
+                image.draft("RGB", (side, side))
+                preview = image.convert("RGB")
+                preview.thumbnail((side, side))
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            continue
+        previews.append((name, preview))
+    return previews
