@@ -45,8 +45,8 @@ GENDER_NAMES = {"F": "Female", "M": "Male"}
 SERIES_COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00",
                  "#7F7F7F", "#F0E442", "#000000")
 #: Colours for configurations: each configuration always gets the same one (:func:`config_color`).
-CONFIG_PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#7F3C8D", "#11A579",
-                  "#3969AC", "#B8860B", "#E73F74", "#6B8E23")
+CONFIG_PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#7F3C8D", "#8C6D31",
+                  "#999933", "#882255", "#44AA99", "#332288")
 #: Fields that do not change which model a configuration is (only how it was evaluated).
 _NOT_IDENTITY = ("folds", "repeats", "seed", "precision")
 _IMAGE_FIELDS = ("encoder", "backbone", "weights", "pooling", "crop")  # backbone: runs before 2026-11
