@@ -125,7 +125,7 @@ def main() -> None:
                 page.get_by_text(patient.images[99].name).first.wait_for(timeout=120_000)
                 idle(page)
                 page.get_by_role("button", name="Score", exact=True).click()
-                page.get_by_text("Probability of malignancy").wait_for(timeout=120_000)
+                page.get_by_text("Probability of malignancy").wait_for(timeout=600_000)
                 idle(page)
                 print(f"scoring {patient.id}'s first 100 images with {IMAGE_MODEL.label()}, "
                       f"upload to result: {time.perf_counter() - started:.2f} s")

@@ -55,9 +55,8 @@ def operating_point_text(meta: Mapping, point: Mapping | None = None) -> str:
         if text and name not in named:
             named.add(name)
             parts.append(f"{name} {text}")
-    if estimate and estimate.get("method"):
-        parts.append(f"({estimate['method']})")
-    return "; ".join(parts)
+    method = f" ({estimate['method']})" if estimate and estimate.get("method") else ""
+    return "; ".join(parts) + method
 
 
 def model_card(meta: Mapping) -> list[tuple[str, str]]:
