@@ -59,6 +59,13 @@ def operating_point_text(meta: Mapping, point: Mapping | None = None) -> str:
     return "; ".join(parts) + method
 
 
+def encoder_text(encoder: Mapping) -> str:
+    """Where and how image features were computed (a run's or model's ``encoder`` record)."""
+    parts = [f"{encoder.get('name', '?')} {encoder.get('version', '')}".strip()]
+    parts += [f"{key} {encoder[key]}" for key in ("device", "precision", "torch") if encoder.get(key)]
+    return ", ".join(parts)
+
+
 def model_card(meta: Mapping) -> list[tuple[str, str]]:
     """The model's card at decision time: what it was trained on, what it uses, how well it did
     in cross-validation (with the interval and what it was computed on), version and date."""
@@ -70,12 +77,14 @@ def model_card(meta: Mapping) -> list[tuple[str, str]]:
     trained_on = (f"{'the SYNTHETIC demo cohort' if cohort['synthetic'] else cohort.get('name', '?')}, "
                   f"{cohort['n_labelled']} labelled patients")
     versions = meta.get("versions", {})
+    card_encoder = [("Encoder", encoder_text(meta["encoder"]))] if meta.get("encoder") else []
     return [
         ("Model", config_name(meta["label"], config)),
         ("Trained on", trained_on),
         ("Features", features + ("; age at " + str(REFERENCE_DATE) + ", gender, log lymphocyte count"
                                  if config["features"] != "images" else "")),
         ("Operating point", operating_point_text(meta)),
+        *card_encoder,
         ("Version", f"model format {meta.get('format', '?')}, scikit-learn {versions.get('scikit-learn', '?')}, "
                     f"torch {versions.get('torch', '?')}, checksum {str(meta.get('sha256', ''))[:12] or '?'}"),
         ("Trained", str(meta.get("created", "?")).replace("T", " ")),

@@ -44,6 +44,9 @@ def test_model_card_names_cohort_features_operating_point_and_versions():
     assert "threshold 0.310" in point and "95% from 10 CV repeats" in point
     assert "sensitivity 0.95 (95% CI 0.90–0.99)" in point and "specificity 0.70" in point
     assert "scikit-learn 1.9.1" in card["Version"] and card["Trained"] == "2026-11-29 22:00:00"
+    assert "Encoder" not in card  # clinical-only
+    meta["encoder"] = {"name": "resnet18", "version": "tv-1", "device": "cpu", "precision": "bf16"}
+    assert dict(model_card(meta))["Encoder"] == "resnet18 tv-1, device cpu, precision bf16"
 
 
 def test_thumbnails_skip_zips_and_broken_files():
