@@ -146,8 +146,11 @@ def headline_lines(estimates: dict) -> list[str]:
 
 def operating_point_lines(point: dict) -> list[str]:
     """A model's decision threshold, how it was chosen, and what it reaches out of fold."""
-    how = (f"chosen for sensitivity {point['target_sensitivity']:.2f}" if point.get("target_sensitivity")
-           else "fixed")
+    how = "fixed"
+    if point.get("target_sensitivity"):
+        spread = point.get("per_repeat") or [point["threshold"]]
+        how = (f"chosen for sensitivity {point['target_sensitivity']:.2f}: median of {len(spread)} repeats' "
+               f"thresholds, which ranged {min(spread):.3f}-{max(spread):.3f}")
     lines = [f"decision: malignant when probability >= {point['threshold']:.3f} ({how})"]
     if point.get("estimate"):
         lines += [f"  {line}" for line in headline_lines(point["estimate"])]

@@ -93,7 +93,8 @@ class TrainedModel:
         and its leave-one-repeat-out estimate. Otherwise ``threshold`` (default: the
         stored one) and :func:`lympho.evaluation.oof_estimates` at it (a fixed threshold is
         not chosen on these predictions). Returns ``threshold, target_sensitivity,
-        estimate`` (``estimate`` formats with :func:`lympho.evaluation.format_estimate`).
+        estimate`` (``estimate`` formats with :func:`lympho.evaluation.format_estimate`) and,
+        when chosen from repeats, ``per_repeat`` (each repeat's own threshold).
         """
         oof = self._oof()
         if sensitivity is not None:
@@ -102,7 +103,7 @@ class TrainedModel:
             if oof["repeat"].nunique() > 1:
                 chosen = threshold_from_repeats(oof, sensitivity)
                 return {"threshold": chosen["threshold"], "target_sensitivity": sensitivity,
-                        "estimate": chosen["estimate"]}
+                        "per_repeat": chosen["per_repeat"], "estimate": chosen["estimate"]}
             threshold = min(_threshold_for_sensitivity(oof["y_true"], oof["probability"], sensitivity), 1.0)
         threshold = self.threshold if threshold is None else float(threshold)
         return {"threshold": threshold, "target_sensitivity": None, "estimate": oof_estimates(oof, threshold)}
