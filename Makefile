@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-requirements
 
-.PHONY: run test bench
+.PHONY: run serve test bench
 
 $(STAMP): requirements.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -13,6 +13,14 @@ $(STAMP): requirements.txt
 
 run: $(STAMP)
 	$(VENV)/bin/python -m streamlit run app.py
+
+# The dashboard for a team: every network interface (ADDRESS, PORT), and only behind a login
+# (an [auth] section in .streamlit/secrets.toml; see .streamlit/secrets.toml.example and the README).
+ADDRESS ?= 0.0.0.0
+PORT ?= 8501
+serve: $(STAMP)
+	@grep -qs '^\[auth\]' .streamlit/secrets.toml || { echo "make serve: no [auth] section in .streamlit/secrets.toml: the dashboard shows patient data and is served to a network only behind a login (see the README, Limits and security). For this machine only: make run" >&2; exit 2; }
+	$(VENV)/bin/python -m streamlit run app.py --server.address $(ADDRESS) --server.port $(PORT)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from lympho.data import CohortError, default_cache_dir, remember_data_dir, remembered_data_dirs, resolve_cohort
+from lympho.data import CohortError, remember_data_dir, remembered_data_dirs, resolve_cohort
 from lympho.jobs import Job
 from lympho.synthetic import demo_cohort_dir, demo_cohort_ready
+from app_pages.guard import require_login, usable_cache_or_stop
 from app_pages.shell import job_indicator, keep_remembered_state
 
 st.set_page_config(page_title="lympho", page_icon="🔬", layout="wide")
@@ -84,12 +85,13 @@ def pick_cohort(cache: Path) -> None:
         st.caption(f"⚠️ {warning}")
 
 
+require_login()
 warm_imports()
 keep_remembered_state()
 with st.sidebar:
     st.title("lympho")
     st.caption("Reactive or malignant lymphocytosis, from blood-smear images and clinical data.")
-    cache = default_cache_dir()
+    cache = usable_cache_or_stop()
     st.session_state["cache_dir"] = str(cache)
     pick_cohort(cache)
     job_indicator()
