@@ -9,11 +9,14 @@ RAY_STAMP := $(VENV)/.installed-requirements-ray
 .PHONY: run test bench
 
 $(STAMP): requirements.txt
+	@echo "== Installing the Python environment into $(VENV) from requirements.txt: once (and again when"
+	@echo "== requirements.txt changes), several GB (torch, scikit-learn, XGBoost, Streamlit), a few minutes."
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(VENV)/bin/python -m pip install --disable-pip-version-check --progress-bar on -r requirements.txt
 	touch $(STAMP)
 
 $(RAY_STAMP): requirements-ray.txt $(STAMP)
+	@echo "== Installing the optional Ray engine (requirements-ray.txt) into $(VENV), once."
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-ray.txt
 	touch $(RAY_STAMP)
 

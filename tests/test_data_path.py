@@ -1,9 +1,10 @@
-"""The extraction data path: a warm run imports no torch, device decoding equals Pillow's.
+"""The extraction data path: warm runs import no torch; the CPU path keeps its numbers.
 
-The device-decoding path (workers read files, the main process decodes batches on the
-encoder's device: nvJPEG on CUDA) runs here on the CPU, where torchvision decodes with
-libjpeg-turbo exactly as Pillow does, so its features must equal the Pillow path's
-bit for bit, fallbacks (PNG, greyscale, EXIF-rotated, cropped) included.
+The CPU path (Pillow in workers, hash index, cache) must give bit for bit what the plain
+pipeline before issue 10 gave. The device-decoding path (workers read files, the main
+process decodes batches on the encoder's device: nvJPEG on CUDA) runs here on the CPU,
+where torchvision decodes with libjpeg-turbo exactly as Pillow does, so it must give the
+same features too, fallbacks (PNG, greyscale, EXIF-rotated, other sizes) and crop included.
 """
 
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 from PIL import Image
 
 from lympho.__main__ import main
-from lympho.data import load_cohort
+from lympho.data import load_cohort, read_image
 from lympho.encoders import make_encoder
 from lympho.features import FeatureExtractor
 from lympho.synthetic import write_demo_cohort
@@ -62,13 +63,31 @@ def odd_images(small_cohort, tmp_path):
     return [*jpegs, *(tmp_path / name for name in ("plain.png", "grey.jpg", "rotated.jpg", "small.jpg"))]
 
 
-@pytest.mark.parametrize("crop", [None, 112])
-def test_device_decoding_equals_pillow_on_the_cpu(odd_images, crop):
-    def features(decoder):
-        encoder = make_encoder("resnet18", "none", "fp32", "cpu", crop=crop, decoder=decoder)
-        return FeatureExtractor(encoder, batch_size=8, num_workers=1).extract(odd_images)
+def before_issue_10(encoder, paths, crop):
+    """The CPU data path as it was: Pillow decode, bicubic resize, PIL crop, one batch."""
+    images = []
+    for path in paths:
+        image = read_image(path)
+        if image.size != (224, 224):
+            image = image.resize((224, 224), resample=3)
+        if crop:
+            offset = (224 - crop) // 2
+            image = image.crop((offset, offset, offset + crop, offset + crop))
+        images.append(np.array(image, dtype=np.uint8))
+    return encoder.encode(np.stack(images))
 
-    np.testing.assert_array_equal(features("device"), features("pil"))
+
+@pytest.mark.parametrize("crop", [None, 112])
+def test_the_cpu_data_path_keeps_its_numbers_and_device_decoding_equals_it(odd_images, crop, tmp_path):
+    def extractor(decoder):
+        encoder = make_encoder("resnet18", "none", "fp32", "cpu", crop=crop, decoder=decoder)
+        return FeatureExtractor(encoder, num_workers=1, cache_dir=tmp_path / decoder)
+
+    pil = extractor("pil")
+    reference = before_issue_10(pil.encoder, odd_images, crop)
+    np.testing.assert_array_equal(pil.extract(odd_images), reference)  # workers, hash index, cache
+    np.testing.assert_array_equal(pil.extract(odd_images), reference)  # warm: read back
+    np.testing.assert_array_equal(extractor("device").extract(odd_images), reference)
 
 
 def test_device_decoding_has_its_own_cache_key():

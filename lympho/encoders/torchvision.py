@@ -219,6 +219,10 @@ class TorchvisionEncoder:
         self.feature_names = [f"{name}_{i}" for i in range(self.spec.feature_dim)]
         self._network = None
 
+    def __getstate__(self) -> dict:
+        """Without the built network: a copy sent to a worker or a Ray actor builds its own."""
+        return {**self.__dict__, "_network": None}
+
     @property
     def device(self) -> torch.device:
         import torch
