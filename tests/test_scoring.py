@@ -183,7 +183,8 @@ def test_instance_scores_rank_every_cell(shared):
     cohort, model, cache = shared
     patient = make_patient(cohort.select("test")[0].images[0].parent, "M", 30, age=70)
     scores = instance_scores(model, patient, cache)
-    assert list(scores.columns) == ["path", "score"] and len(scores) == len(patient.images)
+    assert list(scores.columns) == ["path", "score", "measure"] and len(scores) == len(patient.images)
+    assert set(scores.measure) == {"bag-of-one probability"}  # a pooled model has no cell weights of its own
     assert sorted(scores.path) == sorted(patient.images)
     assert scores.score.is_monotonic_decreasing and scores.score.between(0, 1).all()
     # Mean pooling + a linear classifier: the patient's logit is the mean of the cells' logits.

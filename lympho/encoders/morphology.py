@@ -70,8 +70,8 @@ FEATURE_NAMES = (
 N_FEATURES = len(FEATURE_NAMES)
 
 
-def decode(path: Path | str) -> np.ndarray:
-    """The central ``CROP`` px of the image at half resolution, uint8 RGB."""
+def half_resolution(path: Path | str) -> np.ndarray:
+    """The image as 112 x 112 uint8 RGB: a 224 px JPEG is decoded straight at half scale."""
     try:
         with Image.open(path) as image:
             if image.format == "JPEG" and image.size == (2 * WORK, 2 * WORK):
@@ -79,10 +79,20 @@ def decode(path: Path | str) -> np.ndarray:
             image = image.convert("RGB")
             if image.size != (WORK, WORK):
                 image = image.resize((WORK, WORK), resample=Image.Resampling.BILINEAR, reducing_gap=2.0)
+            return np.asarray(image)
     except (OSError, UnidentifiedImageError, SyntaxError) as err:
         raise CohortError(f"unreadable image ({err})", path) from None
-    offset = (WORK - CROP) // 2
-    return np.asarray(image)[offset:offset + CROP, offset:offset + CROP]
+
+
+def centre(image: np.ndarray, size: int) -> np.ndarray:
+    """The central ``size`` x ``size`` pixels of an image."""
+    top, left = (image.shape[0] - size) // 2, (image.shape[1] - size) // 2
+    return image[top:top + size, left:left + size]
+
+
+def decode(path: Path | str) -> np.ndarray:
+    """The central ``CROP`` px of the image at half resolution, uint8 RGB."""
+    return centre(half_resolution(path), CROP)
 
 
 def _otsu(values: np.ndarray) -> float | None:
