@@ -33,7 +33,8 @@ def demo_build(cache: str) -> Job:
 @st.cache_resource(show_spinner=False)
 def warm_imports() -> threading.Thread:
     """Import the heavy libraries (torch, scikit-learn, XGBoost) in the background once per
-    server, so the overview opens at once and the other pages are ready when first opened."""
+    server, so the overview opens at once and the other pages are ready when first opened.
+    Started once a cohort is loaded, so that it does not slow the demo cohort's generation."""
     thread = threading.Thread(target=importlib.import_module, args=("lympho.scoring",), daemon=True)
     thread.start()
     return thread
@@ -86,7 +87,8 @@ def pick_cohort(cache: Path) -> None:
 
 
 require_login()
-warm_imports()
+# Less empty space above each page, so a 1280 x 720 projector shows the content.
+st.html("<style>[data-testid='stMainBlockContainer'] { padding-top: 2.5rem; }</style>")
 keep_remembered_state()
 with st.sidebar:
     st.title("lympho")
@@ -94,6 +96,8 @@ with st.sidebar:
     cache = usable_cache_or_stop()
     st.session_state["cache_dir"] = str(cache)
     pick_cohort(cache)
+    if st.session_state["cohort"] is not None:  # after the demo cohort's generation, not competing with it
+        warm_imports()
     job_indicator()
     st.caption(f"Cache: `{cache}`")
 

@@ -8,20 +8,24 @@ calls too.
 from __future__ import annotations
 
 import dataclasses
+import html
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from lympho import figures
-from lympho.encoders.torchvision import BACKBONES, WEIGHTS, hub_checkpoint_path
-from lympho.evaluation import METRICS, operating_point, threshold_for_sensitivity
+from lympho.encoders import ENCODERS, WEIGHTS, uses_torchvision_options
+from lympho.encoders.torchvision import hub_checkpoint_path
+from lympho.decision import encoder_text
+from lympho.evaluation import (METRICS, format_estimate, oof_estimates, operating_point, run_estimates,
+                               threshold_for_sensitivity, threshold_from_repeats)
 from lympho.experiment import CLASSIFIER_NAMES, FEATURE_SETS, ExperimentConfig
 from lympho.jobs import Job
 from lympho.models.classifiers import CLASSIFIERS, IMBALANCE
 from lympho.pooling import POOLINGS
 from lympho.runstore import RunStore, display_name
-from app_pages.shell import cache_dir, current_job, remember
+from app_pages.shell import cache_dir, current_job, remember, set_remembered
 
 
 def run_store() -> RunStore:
@@ -33,31 +37,33 @@ def synthetic_banner() -> None:
         st.warning("Synthetic demo cohort: generated images and values, not patients.", icon=":material/science:")
 
 
-def weights_available(backbone: str) -> bool:
-    return hub_checkpoint_path(backbone).is_file()
+def weights_available(encoder: str) -> bool:
+    return uses_torchvision_options(encoder) and hub_checkpoint_path(encoder).is_file()
 
 
 def image_options(key: str, base: ExperimentConfig, disabled: bool = False) -> dict:
     """Encoder, weights and pooling widgets (remembered across pages); ImageNet is
-    preselected only when its weights are cached."""
+    preselected only when its weights are cached; weights apply to torchvision encoders only."""
     left, middle, right = st.columns(3)
-    backbone = left.selectbox("Image encoder", tuple(BACKBONES), key=remember(f"{key}_backbone", base.backbone),
-                              disabled=disabled)
-    cached = weights_available(backbone)
+    encoder = left.selectbox("Image encoder", tuple(ENCODERS), key=remember(f"{key}_encoder", base.encoder),
+                             disabled=disabled)
+    cached = weights_available(encoder)
+    torchvision = uses_torchvision_options(encoder)
     weights = middle.selectbox("Weights", WEIGHTS, key=remember(f"{key}_weights", "imagenet" if cached else "none"),
-                               disabled=disabled,
-                               help=None if cached else f"ImageNet weights are not in the torch hub cache "
-                                                        f"({hub_checkpoint_path(backbone)}); offline, use none.")
+                               disabled=disabled or not torchvision,
+                               help=None if cached or not torchvision else
+                               f"ImageNet weights are not in the torch hub cache ({hub_checkpoint_path(encoder)}); "
+                               "offline, use none.")
     pooling = right.selectbox("Pooling", tuple(POOLINGS), key=remember(f"{key}_pooling", base.pooling),
                               disabled=disabled)
-    return {"backbone": backbone, "weights": weights, "pooling": pooling}
+    return {"encoder": encoder, "weights": weights if torchvision else base.weights, "pooling": pooling}
 
 
 def load_config_state(key: str, config: ExperimentConfig) -> None:
     """Put ``config`` into the form's widgets (before they are drawn), e.g. the running job's."""
-    for field in ("features", "classifier", "imbalance", "backbone", "weights", "pooling", "folds", "repeats",
+    for field in ("features", "classifier", "imbalance", "encoder", "weights", "pooling", "folds", "repeats",
                   "seed"):
-        st.session_state[remember(f"{key}_{field}", getattr(config, field))] = getattr(config, field)
+        set_remembered(f"{key}_{field}", getattr(config, field))
 
 
 def config_form(key: str, base: ExperimentConfig, disabled: bool = False) -> ExperimentConfig:
@@ -75,6 +81,8 @@ def config_form(key: str, base: ExperimentConfig, disabled: bool = False) -> Exp
     folds = left.number_input("Folds", 2, 10, key=remember(f"{key}_folds", base.folds), disabled=disabled)
     repeats = middle.number_input("Repeats", 1, 50, key=remember(f"{key}_repeats", base.repeats), disabled=disabled)
     seed = right.number_input("Seed", 0, 2**31 - 1, key=remember(f"{key}_seed", base.seed), disabled=disabled)
+    if features == "clinical":  # image options do not apply: keep the base's, so equal models stay equal
+        images = {}
     return dataclasses.replace(base, features=features, classifier=classifier, imbalance=imbalance,
                                folds=int(folds), repeats=int(repeats), seed=int(seed), **images)
 
@@ -109,9 +117,10 @@ def metrics_table(run: dict) -> pd.DataFrame:
     rows = [{"repeat": f["repeat"], "fold": f["fold"], **{figures.metric_label(m): f"{f[m]:.3f}" for m in METRICS},
              "confusion [[tn, fp], [fn, tp]]": str(f["confusion_matrix"])} for f in run["folds"]]
     summary = run["summary"]
-    rows.append({"repeat": "mean ± std", "fold": "",
+    rows.append({"repeat": "mean ± sd", "fold": "",
                  **{figures.metric_label(m): f"{summary[m]['mean']:.3f} ± {summary[m]['std']:.3f}" for m in METRICS},
-                 "confusion [[tn, fp], [fn, tp]]": str(summary["confusion_matrix_pooled"])})
+                 "confusion [[tn, fp], [fn, tp]]": str(summary.get("confusion_matrix_per_repeat",
+                                                                    summary["confusion_matrix_pooled"]))})
     return pd.DataFrame(rows).astype(str)
 
 
@@ -125,23 +134,38 @@ def computed_on(run: dict) -> str:
 
 
 def show_run(run: dict, key: str) -> None:
-    """A run's results: fold table, metric chart, confusion matrices, ROC and operating point."""
-    dot, title = st.columns([1, 40], vertical_alignment="center")
-    dot.markdown(f"<span style='color:{figures.config_color(run['config'])};font-size:2rem'>●</span>",
-                 unsafe_allow_html=True)  # the configuration's colour, as in every chart
-    title.subheader(figures.config_name(display_name(run), run["config"]), anchor=False)
-    st.caption(f"{computed_on(run)}; run `{run.get('id', run['key'])}`, {run['created']}")
-    summary = run["summary"]
+    """A run's results: headline figures with intervals, fold table, metric chart, confusion
+    matrices, ROC and operating point."""
+    name = html.escape(figures.config_name(display_name(run), run["config"]))
+    st.markdown(f"<h3><span style='color:{figures.config_color(run['config'])}'>●</span> {name}</h3>",
+                unsafe_allow_html=True)  # the dot: the configuration's colour, as in every chart
+    summary, estimates = run["summary"], run_estimates(run)
     columns = st.columns(5)
     for column, metric in zip(columns, ("balanced_accuracy", "recall", "specificity", "f1", "roc_auc")):
-        column.metric(figures.metric_label(metric), f"{summary[metric]['mean']:.3f}",
-                      f"± {summary[metric]['std']:.3f} over {summary['n_folds']} folds", delta_color="off",
-                      delta_arrow="off")
+        value = (estimates or {}).get("metrics", {}).get(metric)
+        if value is not None:
+            column.metric(figures.metric_label(metric), f"{value['estimate']:.3f}",
+                          f"{estimates['level']:.0%} CI {value['low']:.2f}–{value['high']:.2f}",
+                          delta_color="off", delta_arrow="off")
+        else:
+            column.metric(figures.metric_label(metric), f"{summary[metric]['mean']:.3f}",
+                          f"spread across folds ± {summary[metric]['std']:.3f}", delta_color="off", delta_arrow="off")
+    if estimates:
+        st.caption(f"Balanced accuracy {format_estimate(estimates, 'balanced_accuracy')}. "
+                   f"Run `{run.get('id', run['key'])}`, {run['created']}; the table's ± is the spread across folds.")
+    else:
+        st.caption(f"{computed_on(run)}; run `{run.get('id', run['key'])}`, {run['created']}")
+    if run.get("encoder"):
+        st.caption(f"Image features: {encoder_text(run['encoder'])}.")
     st.dataframe(metrics_table(run), hide_index=True, width="stretch")
     st.plotly_chart(figures.fold_metrics(run["folds"]), key=f"{key}_folds")
     left, right = st.columns(2)
-    left.plotly_chart(figures.confusion_matrix(summary["confusion_matrix_pooled"], "Pooled over folds"),
-                      key=f"{key}_pooled")
+    if summary.get("confusion_matrix_per_repeat") is not None:
+        matrix, title = summary["confusion_matrix_per_repeat"], "Mean per repeat (each patient once)"
+    else:
+        matrix = summary["confusion_matrix_pooled"]
+        title = f"Pooled: each patient counted {run['config']['repeats']} time(s)"
+    left.plotly_chart(figures.confusion_matrix(matrix, title), key=f"{key}_pooled")
     with right:
         operating_point_view(run, key)
     with st.expander("Confusion matrix of each fold"):
@@ -153,19 +177,33 @@ def show_run(run: dict, key: str) -> None:
 
 
 def operating_point_view(run: dict, key: str) -> None:
-    """Pick a threshold, or a target sensitivity, on the out-of-fold probabilities."""
+    """Pick a threshold, or a target sensitivity, on the out-of-fold probabilities; what it
+    reaches is given with its interval and how it was computed."""
     oof = pd.DataFrame(run["oof"])
     mode = st.radio("Operating point", ("Threshold", "Target sensitivity"), horizontal=True, key=f"{key}_mode")
+    note = "out-of-fold"
     if mode == "Threshold":
         threshold = st.slider("Threshold on the probability of malignancy", 0.0, 1.0, 0.5, 0.01, key=f"{key}_t")
+        estimates = oof_estimates(oof, threshold)
     else:
         target = st.slider("Target sensitivity", 0.5, 1.0, 0.95, 0.01, key=f"{key}_s")
-        threshold = threshold_for_sensitivity(oof.y_true, oof.probability, target)
+        if oof["repeat"].nunique() > 1:
+            chosen = threshold_from_repeats(oof, target)
+            threshold, estimates = chosen["threshold"], chosen["estimate"]
+            note = estimates.get("method", "leave-one-repeat-out")
+        else:
+            threshold = min(threshold_for_sensitivity(oof.y_true, oof.probability, target), 1.0)
+            estimates = oof_estimates(oof, threshold)
+            note = "chosen and scored on the same predictions (optimistic): run 2 or more repeats for an honest one"
     point = operating_point(oof.y_true, oof.probability, threshold)
-    st.caption(f"Threshold {min(threshold, 1.0):.3f}: sensitivity **{point['sensitivity']:.3f}**, "
-               f"specificity **{point['specificity']:.3f}**, balanced accuracy {point['balanced_accuracy']:.3f} "
-               f"(out-of-fold, all repeats pooled)")
+    metrics = estimates["metrics"]
+    st.caption(f"Threshold {min(threshold, 1.0):.3f}: sensitivity **{metrics['recall']['estimate']:.3f}** "
+               f"({metrics['recall']['low']:.2f}–{metrics['recall']['high']:.2f}), specificity "
+               f"**{metrics['specificity']['estimate']:.3f}** ({metrics['specificity']['low']:.2f}–"
+               f"{metrics['specificity']['high']:.2f}), balanced accuracy "
+               f"{metrics['balanced_accuracy']['estimate']:.3f}; {estimates['level']:.0%} CIs, {note}.")
     st.plotly_chart(figures.roc_curves(oof, marker=(1 - point["specificity"], point["sensitivity"])),
                     key=f"{key}_roc")
-    st.plotly_chart(figures.confusion_matrix(point["confusion_matrix"], f"At threshold {min(threshold, 1.0):.2f}"),
+    st.plotly_chart(figures.confusion_matrix(point["confusion_matrix"],
+                                             f"At threshold {min(threshold, 1.0):.2f} (all repeats pooled)"),
                     key=f"{key}_op_cm")

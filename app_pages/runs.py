@@ -52,7 +52,7 @@ st.markdown(f"[Link to this comparison](/runs?compare={','.join(selected_ids)})"
 left, right = st.columns(2)
 left.plotly_chart(figures.compare_runs(selected), key="compare")
 right.plotly_chart(figures.roc_overlay(selected), key="compare_roc")
-st.dataframe(tracker_table(selected).set_index("id").T.astype(str), width="stretch")
+st.dataframe(tracker_table(selected).round(3).set_index("id").T.astype(str), width="stretch")
 left, middle, right = st.columns(3)
 left.download_button("Export CSV", reports.csv_text(reports.runs_table(selected)), "lympho-runs.csv", "text/csv")
 middle.download_button("Export JSON", json.dumps(selected, indent=1), "lympho-runs.json", "application/json")
@@ -61,9 +61,9 @@ right.download_button("Export HTML report", reports.runs_report_html(selected), 
 
 st.subheader("Run details")
 wanted = st.query_params.get("run")
-choices = selected if wanted not in by_id or wanted in selected_ids else [by_id[wanted], *selected]
-run = st.selectbox("Run", choices, format_func=lambda r: f"{r['id']}: {display_name(r)}",
-                   index=next((i for i, r in enumerate(choices) if r["id"] == wanted), 0), key="detail")
+choices = selected_ids if wanted not in by_id or wanted in selected_ids else [wanted, *selected_ids]
+run = by_id[st.selectbox("Run", choices, format_func=lambda i: f"{i}: {display_name(by_id[i])}",
+                         index=choices.index(wanted) if wanted in choices else 0, key="detail")]
 st.query_params["run"] = run["id"]
 st.markdown(f"[Link to this run](/runs?run={run['id']})" + (f" · tags: {', '.join(run['tags'])}"
                                                            if run.get("tags") else "")

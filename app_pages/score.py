@@ -1,22 +1,28 @@
-"""Score a patient: upload their cells and clinical values, get a probability and a decision."""
+"""Score a patient: decision support. The model and its card, the patient's inputs, the model's
+stored operating point, and a result that always belongs to the inputs and model on screen."""
 
+import re
 import tempfile
 from datetime import date
 
 import streamlit as st
 
 from lympho import reports
-from lympho.data import REFERENCE_DATE, CohortError
+from lympho.data import CohortError
+from lympho.decision import (DISCLAIMER_SHORT, inputs_used, model_card, operating_point_text, result_key,
+                             thumbnails)
 from lympho.scoring import (RECOMMENDED, ModelError, instance_scores, load_model, make_patient, model_catalog,
                             save_model, score_patient, train_model)
 from lympho.uploads import UPLOAD_SUFFIXES, save_uploads
-from app_pages.common import finished_job
-from app_pages.shell import cache_dir, job_busy, start_job
+from app_pages.common import config_form, finished_job
+from app_pages.shell import cache_dir, job_busy, remember, start_job
 
-SLOT = "train_recommended"
+SLOT = "train_model"
+RESULT = "score_result"
 
 st.header("Score a patient")
 models_dir = cache_dir() / "models"
+cohort = st.session_state.get("cohort")
 
 
 @st.cache_resource(max_entries=4)
@@ -25,95 +31,172 @@ def cached_model(path: str, created: str, trust_pickle: bool = False):
     return load_model(path, trust_pickle=trust_pickle)
 
 
+def model_folder(config, synthetic: bool) -> str:
+    """``recommended`` for the recommended configuration, else a slug of the configuration."""
+    slug = "recommended" if config == RECOMMENDED else \
+        re.sub(r"[^a-z0-9]+", "-", f"{config.label()} {config.imbalance}".lower()).strip("-")
+    return f"{slug}-demo" if synthetic else slug
+
+
+def recommended_first(catalog, synthetic: bool | None):
+    """The recommended model (of the loaded cohort's kind, real or demo) first, then newest first."""
+    def rank(item):
+        meta = item[1]
+        return (meta["config"] != RECOMMENDED.to_dict(), meta["cohort"]["synthetic"] != synthetic)
+    return sorted(catalog, key=rank)
+
+
 # --- the model ---------------------------------------------------------------------------
 catalog, damaged = model_catalog(models_dir)
 for problem in damaged:
     st.caption(f"⚠️ skipped {problem}")
-cohort = st.session_state.get("cohort")
-left, right = st.columns([3, 2])
-if catalog:
-    path, meta = left.selectbox("Model", catalog, key="model",
-                                format_func=lambda item: f"{item[0].name}: {item[1]['label']} "
-                                                         f"({item[1]['cohort']['n_labelled']} patients)")
-    if meta["cohort"]["synthetic"]:
-        left.warning("This model was trained on the synthetic demo cohort: its scores mean nothing clinically.")
-else:
-    left.info("No trained model yet: train the recommended one in one click.")
-if right.button(f"Train the recommended model ({RECOMMENDED.label()}) on the loaded cohort",
-                disabled=cohort is None or job_busy(SLOT)):
-    cache, target = cache_dir(), models_dir / ("recommended-demo" if cohort.synthetic else "recommended")
+catalog = recommended_first(catalog, None if cohort is None else cohort.synthetic)
+with st.expander("Train a model on the loaded cohort", expanded=not catalog, icon=":material/model_training:"):
+    if cohort is None:
+        st.info("Load a cohort in the sidebar first.")
+    else:
+        st.caption("Any configuration, image-based ones included: it is fitted on every labelled patient, and "
+                   "cross-validated to choose its operating point. Defaults: the recommended configuration.")
+        train_config = config_form("train", RECOMMENDED, disabled=job_busy(SLOT))
+        if st.button(f"Train {train_config.label()}", type="primary", disabled=job_busy(SLOT)):
+            cache, target = cache_dir(), models_dir / model_folder(train_config, cohort.synthetic)
 
-    def work(progress):
-        return save_model(train_model(cohort, RECOMMENDED, cache, progress), target)
+            def work(progress):
+                return save_model(train_model(cohort, train_config, cache, progress), target)
 
-    start_job(SLOT, "Training the recommended model", work)
-finished_job(SLOT, "Training failed")
+            start_job(SLOT, f"Training {train_config.label()}", work, context=train_config)
+            st.rerun()
+    trained = finished_job(SLOT, "Training failed")
+    if trained is not None:
+        st.success(f"Trained and saved as `{trained.result.name}`.")
 if not catalog:
+    st.info("No trained model yet: train one above (the recommended one takes a few seconds).")
     st.stop()
+
+paths = [str(path) for path, _ in catalog]
+metas = {str(path): meta for path, meta in catalog}
+if st.session_state.get("score_model") not in metas:
+    st.session_state.pop("score_model", None)
+left, right = st.columns([3, 2])
+chosen = left.selectbox("Model", paths, key=remember("score_model", paths[0]),
+                        format_func=lambda p: f"{metas[p]['label']} · {metas[p]['cohort']['n_labelled']} patients"
+                                              f"{' (synthetic demo)' if metas[p]['cohort']['synthetic'] else ''}"
+                                              f"{' · recommended' if metas[p]['config'] == RECOMMENDED.to_dict() else ''}")
+meta = metas[chosen]
 trust = meta["format"] == 1 and left.checkbox(
     "Trust this old model file", key="trust_pickle",
     help="Saved before the safe format: its pipeline.joblib is a pickle, which runs code when loaded. "
          "Tick only for a model from a source you trust; better, train it again.")
 try:
-    model = cached_model(str(path), meta["created"], trust)
+    model = cached_model(chosen, meta["created"], trust)
 except ModelError as err:
     st.error(str(err))
     st.stop()
+uses_images = model.config.uses_images
+with right.container(border=True):
+    st.markdown("**Model card**")
+    st.markdown("  \n".join(f"**{name}:** {value}" for name, value in model_card(model.meta)))
+if meta["cohort"]["synthetic"]:
+    left.warning("This model was trained on the synthetic demo cohort: its scores mean nothing clinically.")
 
 # --- the patient -------------------------------------------------------------------------
-born = st.radio("Give the patient's", ("Date of birth", "Age"), horizontal=True, key="born")
-with st.form("patient"):
-    uploads = st.file_uploader("The patient's lymphocyte images (several files, or one zip)", type=UPLOAD_SUFFIXES,
-                               accept_multiple_files=True, key="uploads")
-    left, middle, right = st.columns(3)
-    gender = left.radio("Gender", ("F", "M"), horizontal=True, key="gender")
+with left:
+    patient_id = st.text_input("Patient ID", key=remember("score_patient_id", ""), placeholder="e.g. P184",
+                               max_chars=64).strip()
+    first, second, third = st.columns(3)
+    gender = first.radio("Gender", ("F", "M"), horizontal=True, key=remember("score_gender", "F"))
+    born = second.radio("Give", ("Date of birth", "Age today"), horizontal=True, key=remember("score_born",
+                                                                                             "Date of birth"))
+    count = third.number_input("Lymphocyte count (×10⁹/L)", 0.01, 1000.0, key=remember("score_count", 10.0))
     if born == "Date of birth":
-        dob = middle.date_input("Date of birth", date(1950, 1, 1), min_value=date(1900, 1, 1),
-                                max_value=REFERENCE_DATE, key="dob")
+        dob = st.date_input("Date of birth", min_value=date(1900, 1, 1), max_value=date.today(),
+                            key=remember("score_dob", date(1950, 1, 1)), format="YYYY-MM-DD")
+        age_today = None
     else:
-        age = middle.number_input("Age (years)", 0.0, 120.0, 70.0, key="age")
-    count = right.number_input("Lymphocyte count (x10⁹/L)", 0.01, 1000.0, 10.0, key="count")
-    threshold = st.slider("Decision threshold on the probability of malignancy", 0.0, 1.0, 0.5, 0.01,
-                          key="threshold", help="Lower it to catch more malignant patients at the cost of "
-                                                "more false alarms.")
-    submitted = st.form_submit_button("Score", type="primary")
-if model.meta.get("oof"):
-    target = 0.95
-    st.caption(f"On its training patients (out-of-fold), a threshold of "
-               f"{model.threshold_for_sensitivity(target):.3f} reaches a sensitivity of {target:.0%}.")
+        age_today = st.number_input("Age today (years)", 0.0, 120.0, key=remember("score_age", 70.0),
+                                    help="Converted to the age at 2020-01-01, the age the models were trained on "
+                                         "(age today minus the years since 2020-01-01).")
+        dob = None
+    label = ("The patient's lymphocyte images (several files, or one zip)" if uses_images
+             else "Images (optional: this clinical-only model does not use them)")
+    uploads = st.file_uploader(label, type=UPLOAD_SUFFIXES, accept_multiple_files=True, key="score_uploads")
+    point = model.meta.get("operating_point") or {}
+    stored = float(point.get("threshold", 0.5))
+    advanced = st.toggle("Advanced: choose another threshold", key=remember("score_advanced", False),
+                         help=f"The preset is the model's stored operating point ({stored:.3f}).")
+    threshold = (st.slider("Decision threshold on the probability of malignancy", 0.0, 1.0, stored, 0.01,
+                           key=f"score_threshold_{chosen}") if advanced else stored)
+    st.caption(f"Decision rule: malignant when the probability is at least {threshold:.3f}"
+               + (" (the model's stored operating point)." if not advanced else " (chosen by hand)."))
 
-if submitted:
+files = [(f.name, f.getvalue()) for f in uploads or []]
+if files:
+    previews = thumbnails(files)
+    with left.expander(f"Preview: {len(previews)} of {len(files)} uploaded file(s)", icon=":material/image:"):
+        st.image([image for _, image in previews], width=64, caption=[name[-12:] for name, _ in previews])
+inputs = {"id": patient_id, "gender": gender, "count": count, "dob": dob, "age_today": age_today,
+          "threshold": threshold}
+key = result_key(f"{chosen}@{meta['created']}", inputs, files)
+if left.button("Score", type="primary"):
     try:
+        if not patient_id:
+            raise CohortError("give the patient's ID (it titles the report)", field="Patient ID")
         with tempfile.TemporaryDirectory(dir=cache_dir()) as scratch:
-            paths = save_uploads([(f.name, f.getvalue()) for f in uploads or []], f"{scratch}/patient")
-            patient = make_patient(paths, gender, count, **({"dob": dob} if born == "Date of birth" else {"age": age}))
-            with st.spinner(f"Scoring {len(paths)} images…"):
+            saved = save_uploads(files, f"{scratch}/patient") if files else []
+            patient = make_patient(saved, gender, count, patient_id=patient_id, require_images=uses_images,
+                                   **({"dob": dob} if dob is not None else {"age": age_today}))
+            with st.spinner(f"Scoring {len(saved)} images…" if uses_images else "Scoring…"):
                 result = score_patient(model, patient, cache_dir(), threshold=threshold)
                 cells = instance_scores(model, patient, cache_dir())
+            thumbs = [p.read_bytes() for p in saved]
             ranked = [] if cells is None else [(p.read_bytes(), s) for p, s in zip(cells.path, cells.score)]
-        st.session_state["score_result"] = (result, ranked)
+        used = inputs_used(patient_id, patient.gender, patient.lymph_count, patient.age, dob, age_today, len(saved),
+                           uses_images)
+        st.session_state[RESULT] = {"key": key, "result": result, "ranked": ranked, "thumbs": thumbs, "used": used}
     except CohortError as err:
         st.error(str(err))
-        st.session_state.pop("score_result", None)
+        st.session_state.pop(RESULT, None)
 
-if "score_result" in st.session_state:
-    result, ranked = st.session_state["score_result"]
-    left, right = st.columns(2)
-    left.metric("Probability of malignancy", f"{result['probability']:.3f}")
-    right.metric(f"Decision at threshold {result['threshold']:.2f}",
-                 "Malignant" if result["prediction"] else "Reactive")
-    if result["prediction"]:
-        right.caption("Refer for flow cytometry.")
-    if model.meta.get("oof"):
-        point = model.operating_point(result["threshold"])
-        right.caption(f"At this threshold, out-of-fold on the training patients: sensitivity "
-                      f"{point['sensitivity']:.2f}, specificity {point['specificity']:.2f}.")
-    st.caption(f"{result['n_images']} images, model: {result['model']}")
-    if ranked:
-        st.subheader("Cells ordered by how much each drove the score")
-        st.image([image for image, _ in ranked], width=112,
-                 caption=[f"{score:.2f}" for _, score in ranked])
-    else:
-        st.caption("This model uses clinical values only: the images do not change its score.")
-    st.download_button("Download the one-page report", reports.patient_report_html(result, ranked[:12]),
-                       "lympho-patient-report.html", "text/html")
+# --- the result: only if it belongs to the inputs and model on screen ----------------------
+shown = st.session_state.get(RESULT)
+if shown is not None and shown["key"] != key:
+    st.session_state.pop(RESULT)
+    st.info("The inputs or the model changed: the previous result was cleared. Press **Score** again.")
+    shown = None
+if shown is not None:
+    result = shown["result"]
+    malignant = result["prediction"] == 1
+    st.divider()
+    risk, decision = st.columns([1, 2])
+    risk.metric("Probability of malignancy", f"{result['probability']:.1%}",
+                f"threshold {result['threshold']:.3f}", delta_color="off", delta_arrow="off")
+    with decision:
+        if malignant:
+            st.error(f"**Malignant pattern: refer for flow cytometry.**  \n{DISCLAIMER_SHORT}",
+                     icon=":material/priority_high:")
+        else:
+            st.success(f"**Reactive pattern: this model does not suggest referral.**  \n{DISCLAIMER_SHORT}",
+                       icon=":material/check_circle:")
+        if model.meta.get("oof") and advanced:
+            chosen_point = model.operating_point_estimate(threshold=result["threshold"])
+            st.caption("At this threshold, on the training patients: "
+                       + operating_point_text(model.meta, chosen_point).split("; ", 1)[-1])
+        elif model.meta.get("oof"):
+            st.caption("At the stored operating point, on the training patients: "
+                       + operating_point_text(model.meta).split("; ", 1)[-1])
+    st.markdown("**Inputs as used:** " + " · ".join(f"{name}: {value}" for name, value in shown["used"])
+                + f" · Model: {result['model']}")
+    if shown["thumbs"]:
+        with st.expander(f"The {len(shown['thumbs'])} uploaded cells"):
+            st.image(shown["thumbs"][:120], width=64)
+    if shown["ranked"]:
+        st.subheader("Each cell scored on its own")
+        st.caption("Not attention or influence: each cell is scored as a bag of one (that cell's features with "
+                   "the patient's clinical values). It answers 'what would the model say if every cell looked "
+                   "like this one'; the patient's probability above comes from all cells pooled. Highest first.")
+        st.image([image for image, _ in shown["ranked"][:24]], width=96,
+                 caption=[f"{score:.2f}" for _, score in shown["ranked"][:24]])
+    elif not uses_images:
+        st.caption("This model uses clinical values only: images do not change its score.")
+    st.download_button("Download the one-page report", reports.patient_report_html(result, shown["ranked"][:12]),
+                       f"lympho-report-{re.sub(r'[^A-Za-z0-9_.-]+', '_', result['id'])}.html", "text/html")

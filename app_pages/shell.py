@@ -20,6 +20,7 @@ SLOT_PAGES = {"experiment": ("app_pages/experiment.py", "Experiment"),
               "train_model": ("app_pages/score.py", "Score a patient"),
               "submission": ("app_pages/runs.py", "Runs")}
 REMEMBERED = "_remembered_keys"
+KEEP = "_kept_"
 
 
 def current_cohort():
@@ -37,19 +38,30 @@ def cache_dir() -> Path:
 
 
 def remember(key: str, default) -> str:
-    """A widget key whose value outlives the page: Streamlit drops the state of widgets not
-    drawn in a run, so app.py re-saves remembered keys before every page
-    (:func:`keep_remembered_state`). Create the widget with ``key=`` and no default value."""
-    st.session_state.setdefault(key, default)
+    """A widget key whose value outlives the page. Streamlit forgets the state of widgets not
+    drawn in a run (e.g. on another page), so every remembered value is also copied to a
+    plain key (:func:`keep_remembered_state`, run by app.py first) and restored from it here.
+    Create the widget with ``key=`` and no default value."""
+    store = f"{KEEP}{key}"
+    st.session_state.setdefault(store, default)
+    if key not in st.session_state:
+        st.session_state[key] = st.session_state[store]
     st.session_state.setdefault(REMEMBERED, set()).add(key)
     return key
 
 
+def set_remembered(key: str, value) -> None:
+    """Set a remembered widget's value (before the widget is drawn)."""
+    remember(key, value)
+    st.session_state[key] = st.session_state[f"{KEEP}{key}"] = value
+
+
 def keep_remembered_state() -> None:
-    """Re-save every remembered widget value, so that leaving a page keeps its form."""
+    """Copy every remembered widget's current value to its plain key, so that leaving a page
+    keeps its form."""
     for key in st.session_state.get(REMEMBERED, ()):
         if key in st.session_state:
-            st.session_state[key] = st.session_state[key]
+            st.session_state[f"{KEEP}{key}"] = st.session_state[key]
 
 
 def start_job(slot: str, name: str, work, context=None) -> Job:
@@ -80,6 +92,7 @@ def job_indicator() -> None:
             st.progress(job.fraction, text=job.describe())
         else:
             state = f"failed: {job.error}" if job.error else f"done in {job.finished - job.started:.0f} s"
-            st.caption(f"{'⚠️' if job.error else '✅'} {job.name}: {state}")
+            icon = ":material/error:" if job.error else ":material/check_circle:"
+            st.caption(f"{icon} {job.name}: {state}")
         if page:
             st.page_link(page, label=f"Open {title}", icon=":material/arrow_forward:")

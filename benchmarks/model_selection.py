@@ -43,7 +43,7 @@ def main() -> None:
     rows, bag_memo = [], {}
     for config in candidates(args.images):
         config = dataclasses.replace(config, repeats=args.repeats)
-        image_key = (config.backbone, config.weights) if config.uses_images else None
+        image_key = (config.encoder, config.weights) if config.uses_images else None
         if image_key and image_key not in bag_memo:
             bag_memo[image_key] = instance_bags(cohort.labelled(), config, args.cache_dir)
         run = run_experiment(cohort, config, args.cache_dir, bags=bag_memo.get(image_key))

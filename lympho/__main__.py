@@ -14,29 +14,33 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pandas as pd
-from tqdm import tqdm
-
-from lympho import reports
+# Only light modules at the top: `--help` and argument errors must answer in well under a
+# second, so torch, scikit-learn, xgboost, pandas and plotly are imported inside the
+# commands that use them (tests/test_cli_startup.py checks this).
 from lympho.data import (REFERENCE_DATE, SPLITS, CacheError, CohortError, default_cache_dir, overview, parse_dob,
                          resolve_cohort, usable_cache_dir, write_text_atomic)
-from lympho.encoders.torchvision import BACKBONES, PRECISIONS, WEIGHTS, WeightsUnavailable
-from lympho.evaluation import HEADLINE, METRICS, format_estimate
-from lympho.experiment import (FEATURE_SETS, TABLE2_ROWS, ExperimentConfig, ablation_table, cohort_summary,
-                               make_extractor, run_ablation, run_experiment, table2_layout, write_json_atomic)
-from lympho.models.classifiers import CLASSIFIERS, IMBALANCE
+from lympho.encoders import ENCODERS, PRECISIONS, WEIGHTS
+from lympho.experiment import (FEATURE_SETS, RECOMMENDED, TABLE2_ROWS, TARGET_SENSITIVITY, THRESHOLD_REPEATS,
+                               ExperimentConfig, write_json_atomic)
+from lympho.models import CLASSIFIERS, COMBINES, FUSIONS, IMAGE_MODELS, IMBALANCE
 from lympho.pooling import POOLINGS
-from lympho.runstore import RunStore, display_name, tracker_table
-from lympho.scoring import (RECOMMENDED, TARGET_SENSITIVITY, THRESHOLD_REPEATS, ModelError, instance_scores,
-                            load_model, make_patient, save_model, score_patient, train_model)
-from lympho.uploads import save_uploads
 
+#: lympho.evaluation.METRICS, spelled out so that parsing never imports scikit-learn
+#: (tests/test_cli_startup.py checks that the two agree).
+METRIC_NAMES = ("balanced_accuracy", "f1", "recall", "specificity", "precision", "roc_auc")
 CONFIG_OPTIONS = {  # option -> (type, choices); None means "keep the base config's value"
-    "features": (str, FEATURE_SETS), "backbone": (str, tuple(BACKBONES)), "weights": (str, WEIGHTS),
+    "features": (str, FEATURE_SETS), "encoder": (str, tuple(ENCODERS)), "weights": (str, WEIGHTS),
     "pooling": (str, tuple(POOLINGS)), "classifier": (str, CLASSIFIERS),
     "imbalance": (str, IMBALANCE), "precision": (str, PRECISIONS),
     "folds": (int, None), "repeats": (int, None), "seed": (int, None), "crop": (int, None),
+    "image_model": (str, None), "fusion": (str, FUSIONS), "combine": (str, COMBINES),
+    "image_classifier": (str, CLASSIFIERS),
 }
+HELP = {"image_model": f"image expert(s): {', '.join(IMAGE_MODELS)}, or several joined by + (late fusion)",
+        "fusion": "clinical + images: early (one table) or late (experts combined)",
+        "combine": "late fusion: mean of the experts' probabilities, or stacked (logistic regression on "
+                   "inner out-of-fold predictions)",
+        "image_classifier": "classifier of the pooled image expert in late fusion"}
 
 
 #: The report's setting for Table 2: ImageNet ResNet18 features, mean-pooled, weighted loss.
@@ -48,9 +52,11 @@ class ProgressBars:
     """One tqdm bar per stage ("extract", "folds"), on stderr."""
 
     def __init__(self):
-        self.bars: dict[str, tqdm] = {}
+        self.bars: dict = {}
 
     def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+
         unit = {"extract": "img", "folds": "fold", "fits": "fit"}.get(stage, "it")
         bar = self.bars.get(stage)
         if bar is None or bar.total != total:
@@ -72,10 +78,28 @@ def add_config_options(parser: argparse.ArgumentParser, base: ExperimentConfig,
     for name in names:
         kind, choices = CONFIG_OPTIONS[name]
         default = getattr(base, name)
-        parser.add_argument(f"--{name}", type=kind, choices=choices,
-                            help=f"default: {'none' if default is None else default}")
+        aliases = ("--backbone",) if name == "encoder" else ()  # the option's name before 2026-11
+        default_text = f"default: {'none' if default is None else default}"
+        parser.add_argument(f"--{name.replace('_', '-')}", *aliases, dest=name, type=kind, choices=choices,
+                            help=f"{HELP[name]}; {default_text}" if name in HELP else default_text)
     if "features" in names:
         parser.add_argument("--raw-count", action="store_true", help="use the lymphocyte count unlogged")
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="local: this machine (default); ray: a Ray cluster (pip install -r requirements-ray.txt)")
+    parser.add_argument("--address", help="Ray cluster to join, e.g. ray://head:10001 (default: $RAY_ADDRESS, "
+                        "else a local Ray instance on this machine's cores)")
+
+
+def engine_of(args):
+    """The Ray engine when asked for (imported only then), else None: this process."""
+    if args.engine != "ray":
+        return None
+    from lympho.distributed import RayEngine
+
+    return RayEngine(args.address)
 
 
 def add_trust_pickle(parser: argparse.ArgumentParser) -> None:
@@ -106,24 +130,45 @@ def load(args):
     return cohort
 
 
-def fold_table(folds: list[dict]) -> pd.DataFrame:
+def fold_table(folds: list[dict]):
+    import pandas as pd
+
+    from lympho.evaluation import METRICS
+
     table = pd.DataFrame(folds)[["repeat", "fold", *METRICS, "confusion_matrix"]]
     return table.rename(columns={"balanced_accuracy": "bal_acc"})
 
 
 def summary_line(summary: dict) -> str:
+    from lympho.evaluation import METRICS
+
     return "  ".join(f"{m}={summary[m]['mean']:.3f}±{summary[m]['std']:.3f}" for m in METRICS)
+
+
+def print_headline(run: dict) -> None:
+    """A run's headline figures with their intervals (lympho.evaluation.run_estimates), if it has them."""
+    from lympho.evaluation import run_estimates
+
+    estimates = run_estimates(run)
+    if estimates is not None:
+        print(f"at threshold {estimates['threshold']:g} (malignant when probability >= threshold):")
+        print("\n".join(headline_lines(estimates)))
 
 
 def headline_lines(estimates: dict) -> list[str]:
     """The headline metrics with their intervals, worded as everywhere else (format_estimate)."""
+    from lympho.evaluation import HEADLINE, format_estimate
+
     return [f"{m}: {format_estimate(estimates, m)}" for m in HEADLINE]
 
 
 def operating_point_lines(point: dict) -> list[str]:
     """A model's decision threshold, how it was chosen, and what it reaches out of fold."""
-    how = (f"chosen for sensitivity {point['target_sensitivity']:.2f}" if point.get("target_sensitivity")
-           else "fixed")
+    how = "fixed"
+    if point.get("target_sensitivity"):
+        spread = point.get("per_repeat") or [point["threshold"]]
+        how = (f"chosen for sensitivity {point['target_sensitivity']:.2f}: median of {len(spread)} repeats' "
+               f"thresholds, which ranged {min(spread):.3f}-{max(spread):.3f}")
     lines = [f"decision: malignant when probability >= {point['threshold']:.3f} ({how})"]
     if point.get("estimate"):
         lines += [f"  {line}" for line in headline_lines(point["estimate"])]
@@ -131,15 +176,16 @@ def operating_point_lines(point: dict) -> list[str]:
 
 
 def cmd_evaluate(args) -> None:
+    from lympho.experiment import run_experiment
+
     cohort = load(args)
     config = config_from(args, RECOMMENDED)
     run = run_experiment(cohort, config, cache_dir_of(args), ProgressBars())
-    run_id = RunStore(cache_dir_of(args) / "runs").save(run)
+    run_id = run_store_of(args).save(run)
     print(f"{run['label']}  ({'synthetic demo' if cohort.synthetic else cohort.name})")
     print(fold_table(run["folds"]).to_string(index=False, float_format="%.3f"))
     print("mean ± std over folds (sample std, ddof=1): " + summary_line(run["summary"]))
-    print(f"at threshold {run['summary']['threshold']:g} (malignant when probability >= threshold):")
-    print("\n".join(headline_lines(run["summary"]["headline"])))
+    print_headline(run)
     print(f"run stored as {run_id}")
     if args.json:
         write_json_atomic(args.json, {k: run[k] for k in ("config", "cohort", "folds", "summary")})
@@ -163,17 +209,21 @@ def comma_list(allowed):
 
 
 def cmd_ablation(args) -> None:
+    from lympho import reports
+    from lympho.experiment import ablation_table, fusion_configs, run_ablation, table2_layout
+
     cohort = load(args)
     base = config_from(args, ABLATION_BASE)
     custom = args.feature_sets or args.classifiers
     rows = (list(itertools.product(args.feature_sets or ["clinical", "images", "both"],
                                    args.classifiers or ["svm", "mlp"])) if custom else TABLE2_ROWS)
-    runs, bars = [], ProgressBars()
+    runs, bars, engine = [], ProgressBars(), engine_of(args)
     for imbalance in args.imbalances or [base.imbalance]:
+        configs = fusion_configs(dataclasses.replace(base, imbalance=imbalance)) if args.fusion_rows else None
         runs += run_ablation(cohort, dataclasses.replace(base, imbalance=imbalance), rows,
-                             cache_dir_of(args), bars)[1]
+                             cache_dir_of(args), bars, engine=engine, configs=configs)[1]
     table = ablation_table(runs)
-    store = RunStore(cache_dir_of(args) / "runs")
+    store = run_store_of(args)
     for run in runs:
         store.save(run)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -184,19 +234,29 @@ def cmd_ablation(args) -> None:
 
 
 def cmd_extract(args) -> None:
+    from lympho.experiment import make_extractor
+
     cohort = load(args)
     config = config_from(args, EXTRACT_BASE)
     patients = cohort.select(args.split)
-    extractor = make_extractor(config, cache_dir_of(args))
+    extractor = make_extractor(config, cache_dir_of(args), engine_of(args), args.rehash, args.device)
     bars = ProgressBars()
     extractor.bags(patients, lambda done, total: bars("extract", done, total))
     stats = extractor.last_stats
     print(f"{stats['images']} images ({stats['extracted']} extracted, {stats['cached']} cached) in "
           f"{stats['seconds']:.1f} s: {stats['images_per_second']:.0f} img/s "
-          f"[{config.backbone}, {config.weights}, {extractor.precision}, {extractor.device}]")
+          f"[{describe_encoder(extractor.describe())}]")
+
+
+def describe_encoder(record: dict) -> str:
+    """``resnet18 v2, weights=none, device=cpu, precision=bf16, ...`` from an encoder record."""
+    details = (f"{k}={v}" for k, v in record.items() if k not in ("name", "version", "kind") and v is not None)
+    return f"{record['name']} v{record['version']}, " + ", ".join(details)
 
 
 def cmd_train(args) -> None:
+    from lympho.scoring import save_model, train_model
+
     cohort = load(args)
     config = config_from(args, RECOMMENDED)
     model = train_model(cohort, config, cache_dir_of(args), ProgressBars(), sensitivity=args.sensitivity,
@@ -218,6 +278,9 @@ def cmd_predict(args) -> None:
         raise ValueError("--split train predicts the patients the model was trained on: in-sample "
                          "predictions, far better than on new patients. Pass --in-sample to write them "
                          "anyway; for honest figures use `python -m lympho evaluate`.")
+    from lympho import reports
+    from lympho.scoring import load_model
+
     model = load_model(args.model, trust_pickle=args.trust_pickle)
     cohort = load(args)
     threshold = chosen_threshold(model, args)
@@ -231,6 +294,8 @@ def cmd_predict(args) -> None:
 
 def patient_images(source: Path, scratch: Path) -> Path | list[Path]:
     """A folder as it is; a zip (or one image) checked and unpacked like a dashboard upload."""
+    from lympho.uploads import save_uploads
+
     if source.is_dir():
         return source
     if not source.is_file():
@@ -239,6 +304,9 @@ def patient_images(source: Path, scratch: Path) -> Path | list[Path]:
 
 
 def cmd_score(args) -> None:
+    from lympho import reports
+    from lympho.scoring import instance_scores, load_model, make_patient, score_patient
+
     model = load_model(args.model, trust_pickle=args.trust_pickle)
     dob = parse_dob(args.dob) if args.dob else None
     threshold = chosen_threshold(model, args)
@@ -256,11 +324,14 @@ def cmd_score(args) -> None:
         print(f"wrote the one-page report -> {args.report}")
 
 
-def run_store_of(args) -> RunStore:
+def run_store_of(args):
+    from lympho.runstore import RunStore
+
     return RunStore(cache_dir_of(args) / "runs")
 
 
 def cmd_select(args) -> None:
+    from lympho.experiment import cohort_summary
     from lympho.selection import candidates_table, config_candidates, default_grid, nested_cv
 
     cohort = load(args)
@@ -280,6 +351,8 @@ def cmd_select(args) -> None:
 
 def selection_report(result: dict, cohort) -> list[str]:
     """The nested and the naive estimate side by side, with the settings they come from."""
+    from lympho.evaluation import HEADLINE, format_estimate
+
     settings, nested, naive = result["settings"], result["nested"], result["naive"]
     metric = settings["metric"]
     design = (f"outer {settings['outer_repeats']} x {settings['outer_folds']}-fold CV, inner "
@@ -305,6 +378,8 @@ def split_line(score: dict) -> str:
 
 
 def cmd_runs_list(args) -> None:
+    from lympho.runstore import tracker_table
+
     runs = [r for r in run_store_of(args).runs() if not args.tag or args.tag in r.get("tags", [])]
     if not runs:
         print("no stored runs" + (f" tagged {args.tag!r}" if args.tag else ""))
@@ -315,6 +390,8 @@ def cmd_runs_list(args) -> None:
 
 
 def cmd_runs_show(args) -> None:
+    from lympho.runstore import display_name
+
     run = run_store_of(args).load(args.id)
     print(f"{run['id']}: {display_name(run)}  [{', '.join(run.get('tags', []))}]")
     print(f"created {run['created']}; cohort {run['cohort']['name']} ({run['cohort']['n_labelled']} labelled"
@@ -323,10 +400,13 @@ def cmd_runs_show(args) -> None:
     if run.get("note"):
         print(f"note: {run['note']}")
     print(fold_table(run["folds"]).to_string(index=False, float_format="%.3f"))
-    print("mean±std: " + summary_line(run["summary"]))
+    print("mean ± std over folds (sample std, ddof=1): " + summary_line(run["summary"]))
+    print_headline(run)
 
 
 def cmd_runs_edit(args) -> None:
+    from lympho.runstore import display_name
+
     store = run_store_of(args)
     if args.action == "tag":
         run = store.tag(args.id, add=args.add or [], remove=args.remove or [])
@@ -343,6 +423,8 @@ def cmd_runs_edit(args) -> None:
 
 
 def cmd_runs_export(args) -> None:
+    from lympho import reports
+
     store = run_store_of(args)
     unknown = set(args.ids or []) - set(store.ids())
     if unknown:
@@ -385,19 +467,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     ablation = commands.add_parser("ablation", help="the report's Table 2, five rows")
     add_data_options(ablation)
-    add_config_options(ablation, ABLATION_BASE, ("backbone", "weights", "pooling", "imbalance", "folds",
-                                                 "repeats", "seed", "precision", "crop"))
+    add_config_options(ablation, ABLATION_BASE, ("encoder", "weights", "pooling", "classifier", "imbalance", "folds",
+                                                 "repeats", "seed", "precision", "crop", "image_model",
+                                                 "combine", "image_classifier"))
+    ablation.add_argument("--fusion-rows", action="store_true",
+                          help="instead of Table 2: clinical alone, each image expert alone, early fusion "
+                               "(pooled images) and late fusion, side by side")
     ablation.add_argument("--feature-sets", type=comma_list(FEATURE_SETS),
                           help="custom grid: comma list of clinical,images,both")
     ablation.add_argument("--classifiers", type=comma_list(CLASSIFIERS), help="custom grid: comma list")
     ablation.add_argument("--imbalances", type=comma_list(IMBALANCE), help="comma list (default: weights)")
     ablation.add_argument("--out", type=Path, required=True, help="folder for ablation.csv")
+    add_engine_options(ablation)
     ablation.set_defaults(run=cmd_ablation)
 
     extract = commands.add_parser("extract", help="fill the feature cache, report img/s")
     add_data_options(extract)
-    add_config_options(extract, EXTRACT_BASE, ("backbone", "weights", "precision", "crop"))
+    add_config_options(extract, EXTRACT_BASE, ("encoder", "weights", "precision", "crop"))
     extract.add_argument("--split", choices=(*SPLITS, "all"), default="all")
+    extract.add_argument("--device", default="auto", help="auto (CUDA when torch sees a GPU, else cpu), cpu, "
+                         "cuda or cuda:N; on a Ray cluster whose head has no GPU, pass cuda (and --precision bf16)")
+    extract.add_argument("--rehash", action="store_true", help="read and hash every image again, even those "
+                         "whose size and modification time are unchanged since the last run")
+    add_engine_options(extract)
     extract.set_defaults(run=cmd_extract)
 
     train = commands.add_parser("train", help="fit on all labelled patients (default: recommended config)")
@@ -456,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs = runs.add_subparsers(dest="action", required=True)
     listing = runs.add_parser("list", help="every stored run, metrics first, differing parameters only")
     listing.add_argument("--tag", help="only runs with this tag")
-    listing.add_argument("--sort", choices=METRICS, default="balanced_accuracy", help="sort by this metric's mean")
+    listing.add_argument("--sort", choices=METRIC_NAMES, default="balanced_accuracy", help="sort by this metric's mean")
     listing.add_argument("--all-params", action="store_true", help="every configuration field, not only those "
                                                                    "that differ")
     listing.set_defaults(run=cmd_runs_list)
@@ -486,11 +578,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The errors that mean bad input, printed as one line (exit 2) rather than a traceback.
+
+    Looked up in the modules already loaded: an error can only come from a module the command
+    imported, and a command that never needed torch must not import it to report an error.
+    """
+    errors = [CohortError, ValueError, CacheError, OSError]
+    loaded_only = (("lympho.model_format", "ModelError"), ("lympho.encoders.torchvision", "WeightsUnavailable"))
+    for module, name in loaded_only:
+        if module in sys.modules:
+            errors.append(getattr(sys.modules[module], name))
+    return tuple(errors)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (CohortError, ModelError, WeightsUnavailable, ValueError, CacheError, OSError) as err:
+    except Exception as err:
+        if not isinstance(err, user_errors()):
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

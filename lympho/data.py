@@ -22,12 +22,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lympho.synthetic import demo_cohort_dir
+
+if TYPE_CHECKING:  # pandas is imported where used: the CLI's --help never needs it
+    import pandas as pd
 
 #: Ages are computed against this fixed date (the cohort was collected before
 #: 2020) so that a patient's age, and every result, never drift with the calendar.
@@ -98,6 +101,8 @@ class Cohort:
 
     def frame(self) -> pd.DataFrame:
         """One row per patient: the clinical table, with image counts."""
+        import pandas as pd
+
         return pd.DataFrame([{
             "id": p.id, "split": p.split, "label": p.label, "gender": p.gender,
             "age": p.age, "lymph_count": p.lymph_count, "n_images": len(p.images),
@@ -257,6 +262,8 @@ def read_image(path: Path) -> Image.Image:
 
 
 def read_split_csv(csv_path: Path) -> pd.DataFrame:
+    import pandas as pd
+
     if not csv_path.is_file():
         raise CohortError("missing clinical CSV", csv_path)
     try:

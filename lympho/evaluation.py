@@ -19,6 +19,7 @@ out-of-fold predictions (:func:`oof_estimates`, :func:`format_estimate`).
 """
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -77,6 +78,14 @@ class CVResult:
     folds: list[dict]
     oof: pd.DataFrame
     threshold: float = 0.5
+
+    @classmethod
+    def concat(cls, parts: Sequence["CVResult"]) -> "CVResult":
+        """One result from results of disjoint repeats (``cross_validate(only_repeat=...)``,
+        e.g. one Ray task each), in the order a single run would give them."""
+        parts = sorted(parts, key=lambda part: part.folds[0]["repeat"])
+        return cls(folds=[fold for part in parts for fold in part.folds],
+                   oof=pd.concat([part.oof for part in parts], ignore_index=True), threshold=parts[0].threshold)
 
     def summary(self) -> dict:
         """Mean, std (sample, ddof=1), min and max of each metric over folds, and more.
@@ -227,7 +236,7 @@ def _positive_proba(model, X):
 
 
 def cross_validate(estimator, X, y, ids, folds=3, repeats=1, seed=0, progress=None,
-                   threshold=0.5) -> CVResult:
+                   threshold=0.5, only_repeat=None) -> CVResult:
     """Repeated stratified k-fold cross-validation over patients.
 
     For each fold, a clone of ``estimator`` is fitted on the training patients
@@ -235,16 +244,20 @@ def cross_validate(estimator, X, y, ids, folds=3, repeats=1, seed=0, progress=No
     (and every fold metric) is ``probability >= threshold``, the rule used
     everywhere else, never the estimator's own ``predict()``. ``progress(done, total)``, if given,
     is called after each fold. The same inputs and ``seed`` give the same
-    folds and, with deterministic estimators, identical results.
+    folds and, with deterministic estimators, identical results. ``only_repeat`` (1-based)
+    runs that repeat alone, with exactly the folds it has in the full run (see
+    :meth:`CVResult.concat`).
     """
     X, y, ids = np.asarray(X), np.asarray(y), np.asarray(ids)
     _check_cv_inputs(X, y, ids, folds)
     y = y.astype(int)
     splitter = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
-    total = folds * repeats
+    total = folds * (repeats if only_repeat is None else 1)
     fold_rows, oof_parts = [], []
     for index, (train, test) in enumerate(splitter.split(np.zeros(len(y)), y)):
         repeat, fold = divmod(index, folds)
+        if only_repeat is not None and repeat + 1 != only_repeat:
+            continue
         model = clone(estimator).fit(X[train], y[train])
         X_test = X[test]
         probability = _positive_proba(model, X_test)
@@ -262,7 +275,7 @@ def cross_validate(estimator, X, y, ids, folds=3, repeats=1, seed=0, progress=No
             )
         )
         if progress is not None:
-            progress(index + 1, total)
+            progress(len(fold_rows), total)
     return CVResult(folds=fold_rows, oof=pd.concat(oof_parts, ignore_index=True), threshold=threshold)
 
 

@@ -13,18 +13,20 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
-import pandas as pd
 
+# Light imports only (the CLI's `--help` loads this module): the feature extractor (torch),
+# the classifiers and the cross-validation (scikit-learn, xgboost) are imported where used.
 from lympho.data import (Cohort, Patient, categorical_columns, clinical_matrix, clinical_names,
                          write_text_atomic)
-from lympho.encoders.torchvision import BACKBONES, PRECISIONS, WEIGHTS
-from lympho.evaluation import METRICS, cross_validate
-from lympho.features import FeatureExtractor, Preprocessing
-from lympho.models.classifiers import CLASSIFIERS, IMBALANCE, make_pipeline
-from lympho.pooling import POOLINGS, pool_bags
+from lympho.encoders import ENCODERS, PRECISIONS, WEIGHTS, uses_torchvision_options
+from lympho.models import CLASSIFIERS, COMBINES, FUSIONS, IMAGE_MODELS, IMBALANCE
+from lympho.pooling import POOLINGS, pool_bags, pooled_names
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FEATURE_SETS = ("clinical", "images", "both")
 CLASSIFIER_NAMES = {"svm": "SVM", "mlp": "MLP", "xgboost": "XGBoost", "logreg": "LogReg"}
@@ -38,7 +40,7 @@ class ExperimentConfig:
     """Everything that determines a result; equal configs give identical numbers."""
 
     features: str = "both"
-    backbone: str = "resnet18"
+    encoder: str = "resnet18"
     weights: str = "imagenet"
     pooling: str = "mean"
     classifier: str = "mlp"
@@ -49,16 +51,53 @@ class ExperimentConfig:
     log_count: bool = True
     precision: str = "auto"
     crop: int | None = None
+    #: the image expert(s): "pooled", "attention", "topk", "cellcnn", or several joined by "+"
+    image_model: str = "pooled"
+    #: clinical + images: "early" (one table, one classifier) or "late" (experts, combined)
+    fusion: str = "early"
+    #: how late fusion combines the experts' probabilities: "mean" or "stacked"
+    combine: str = "mean"
+    #: the pooled image expert's classifier in late fusion (None: ``classifier``)
+    image_classifier: str | None = None
 
     def __post_init__(self):
-        choices = {"features": FEATURE_SETS, "backbone": tuple(BACKBONES), "weights": WEIGHTS,
+        choices = {"features": FEATURE_SETS, "encoder": tuple(ENCODERS), "weights": WEIGHTS,
                    "pooling": tuple(POOLINGS), "classifier": CLASSIFIERS,
-                   "imbalance": IMBALANCE, "precision": PRECISIONS}
+                   "imbalance": IMBALANCE, "precision": PRECISIONS, "fusion": FUSIONS, "combine": COMBINES,
+                   "image_classifier": (None, *CLASSIFIERS)}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"{name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
+                raise ValueError(f"{name}: {getattr(self, name)!r} is not one of {', '.join(map(str, allowed))}")
         if self.folds < 2 or self.repeats < 1:
             raise ValueError(f"folds must be >= 2 and repeats >= 1, got {self.folds} and {self.repeats}")
+        experts = self.image_experts
+        if any(e not in IMAGE_MODELS for e in experts) or len(set(experts)) != len(experts):
+            raise ValueError(f"image_model: {self.image_model!r} is not one or more of {', '.join(IMAGE_MODELS)} "
+                             f"joined by '+'")
+        if self.features == "both" and self.fusion == "early" and experts != ("pooled",):
+            raise ValueError(f"image_model {self.image_model!r} needs fusion='late': early fusion concatenates "
+                             f"pooled image features with the clinical ones")
+
+    @property
+    def image_experts(self) -> tuple[str, ...]:
+        return tuple(self.image_model.split("+"))
+
+    @property
+    def uses_records(self) -> bool:
+        """Whether the model reads patient records (experts, bags, images) rather than one
+        table: late fusion, learned pooling or the cell CNN."""
+        return self.uses_images and (self.image_experts != ("pooled",) or
+                                     (self.features == "both" and self.fusion == "late"))
+
+    @property
+    def uses_encoder(self) -> bool:
+        """Whether instance features are extracted (every image expert but the cell CNN)."""
+        return self.uses_images and any(e != "cellcnn" for e in self.image_experts)
+
+    @property
+    def backbone(self) -> str:
+        """Read-only alias of ``encoder`` (the field's name before 2026-11)."""
+        return self.encoder
 
     @property
     def uses_images(self) -> bool:
@@ -69,6 +108,10 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "ExperimentConfig":
+        """Inverse of :meth:`to_dict`; ``backbone`` (the field's name before 2026-11) is
+        read as ``encoder``."""
+        if "backbone" in values and "encoder" not in values:
+            values = {("encoder" if k == "backbone" else k): v for k, v in values.items()}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:
@@ -79,20 +122,55 @@ class ExperimentConfig:
         return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
     def label(self) -> str:
-        """A short human name, e.g. ``MLP, clinical + resnet18/mean``."""
-        images = f"{self.backbone}/{self.pooling}" + ("" if self.weights == "imagenet" else f" ({self.weights})")
-        parts = {"clinical": "clinical", "images": images, "both": f"clinical + {images}"}
-        return f"{CLASSIFIER_NAMES[self.classifier]}, {parts[self.features]}"
+        """A short human name, e.g. ``MLP, clinical + resnet18/mean`` or, late fusion,
+        ``late mean: XGBoost clinical | LogReg morphology/moments | cell CNN``."""
+        weights = " (none)" if uses_torchvision_options(self.encoder) and self.weights != "imagenet" else ""
+        images = f"{self.encoder}/{self.pooling}{weights}"
+        if not self.uses_records:
+            parts = {"clinical": "clinical", "images": images, "both": f"clinical + {images}"}
+            return f"{CLASSIFIER_NAMES[self.classifier]}, {parts[self.features]}"
+        names = {"pooled": f"{CLASSIFIER_NAMES[self.image_classifier or self.classifier]} {images}",
+                 "attention": f"attention-MIL {self.encoder}{weights}", "topk": f"top-k MIL {self.encoder}{weights}",
+                 "cellcnn": "cell CNN"}
+        experts = ([f"{CLASSIFIER_NAMES[self.classifier]} clinical"] if self.features == "both" else []) + \
+            [names[e] for e in self.image_experts]
+        return experts[0] if len(experts) == 1 else f"late {self.combine}: " + " | ".join(experts)
 
 
-def make_extractor(config: ExperimentConfig, cache_dir: Path | None) -> FeatureExtractor:
-    return FeatureExtractor(config.backbone, config.weights, precision=config.precision,
-                            preprocessing=Preprocessing(crop=config.crop), cache_dir=cache_dir)
+#: Chosen by 20 x repeated 3-fold cross-validation on the real cohort
+#: (benchmarks/model_selection.py, figures in the README): the best configuration that
+#: needs no downloaded weights.
+RECOMMENDED = ExperimentConfig(features="clinical", classifier="xgboost", imbalance="weights")
+#: The default operating point of a trained model: a screening tool must catch malignancy.
+TARGET_SENSITIVITY = 0.95
+#: Cross-validation repeats from which a trained model's threshold is chosen.
+THRESHOLD_REPEATS = 10
+
+
+def make_extractor(config: ExperimentConfig, cache_dir: Path | None, engine=None, rehash: bool = False,
+                   device: str = "auto"):
+    """The cached feature extractor for ``config``'s images; ``engine``: where missing
+    features are computed (None: this process; a :class:`lympho.distributed.RayEngine`)."""
+    from lympho.features import FeatureExtractor, Preprocessing
+
+    return FeatureExtractor(config.encoder, config.weights, precision=config.precision, device=device,
+                            preprocessing=Preprocessing(crop=config.crop), cache_dir=cache_dir,
+                            engine=engine, rehash=rehash)
 
 
 def design_matrix(patients: Sequence[Patient], config: ExperimentConfig,
                   bags: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, list[str]]:
-    """Patient-level features for ``config``; ``bags`` are the instance features, if used."""
+    """Patient-level features for ``config``; ``bags`` are the instance features, if used.
+
+    A table (n_patients, columns) and its column names, or, when ``config.uses_records``,
+    patient records (:func:`lympho.models.fusion.records`) and the names of their parts."""
+    if config.uses_records:
+        from lympho.models.fusion import records
+
+        clinical = clinical_matrix(patients, config.log_count)
+        names = clinical_names(config.log_count) + ([f"bag:{config.encoder}"] if bags is not None else []) + \
+            (["images"] if "cellcnn" in config.image_experts else [])
+        return records(clinical, bags, [p.images for p in patients]), names
     blocks, names = [], []
     if config.features in ("clinical", "both"):
         blocks.append(clinical_matrix(patients, config.log_count))
@@ -100,22 +178,85 @@ def design_matrix(patients: Sequence[Patient], config: ExperimentConfig,
     if config.uses_images:
         pooled = pool_bags(bags, config.pooling)
         blocks.append(pooled)
-        names += [f"{config.pooling}_{i}" for i in range(pooled.shape[1])]
+        names += pooled_names(make_extractor(config, None).encoder.feature_names, config.pooling)
     return np.hstack(blocks), names
 
 
 def config_pipeline(config: ExperimentConfig, names: Sequence[str]):
     """``config``'s unfitted pipeline for a design matrix with columns ``names`` (SMOTE-NC
-    keeps its categorical columns categorical)."""
+    keeps its categorical columns categorical), or its expert model over patient records."""
+    from lympho.models.classifiers import make_pipeline
+
+    if config.uses_records:
+        return record_model(config)
     return make_pipeline(config.classifier, config.imbalance, config.seed, categorical_columns(list(names)))
 
 
+def record_model(config: ExperimentConfig):
+    """The experts of ``config`` over patient records: the clinical expert (features
+    "both"), one per image model; one expert alone, or their :class:`LateFusion`."""
+    from imblearn.pipeline import Pipeline
+
+    from lympho.models.classifiers import make_pipeline
+    from lympho.models.fusion import LateFusion, PatientView
+
+    def tabular(part: str, classifier: str, names: Sequence[str]):
+        inner = make_pipeline(classifier, config.imbalance, config.seed, categorical_columns(list(names)))
+        return Pipeline([("view", PatientView(part, config.pooling)), *inner.steps])
+
+    experts = [("clinical", tabular("clinical", config.classifier, clinical_names(config.log_count)))] \
+        if config.features == "both" else []
+    for name in config.image_experts:
+        experts.append((name, tabular("pooled", config.image_classifier or config.classifier, [])
+                        if name == "pooled" else _learned_expert(name, config)))
+    if len(experts) == 1:
+        return experts[0][1]
+    return LateFusion(experts, combine=config.combine, random_state=config.seed)
+
+
+def _learned_expert(name: str, config: ExperimentConfig):
+    """An attention / top-k MIL expert over instance features, or the cell CNN over pixels."""
+    from imblearn.pipeline import Pipeline
+
+    from lympho.models.fusion import PatientView
+
+    class_weight = None if config.imbalance == "none" else "balanced"  # SMOTE has no bags: weights instead
+    if name == "cellcnn":
+        from lympho.models.cellcnn import CellCNNClassifier
+
+        return Pipeline([("view", PatientView("images")),
+                         ("clf", CellCNNClassifier(class_weight=class_weight, precision=config.precision,
+                                                   random_state=config.seed))])
+    from lympho.models.mil import AttentionMILClassifier, TopKMILClassifier
+
+    model = (AttentionMILClassifier if name == "attention" else TopKMILClassifier)(
+        class_weight=class_weight, random_state=config.seed)
+    return Pipeline([("view", PatientView("bags")), ("clf", model)])
+
+
 def instance_bags(patients: Sequence[Patient], config: ExperimentConfig, cache_dir: Path | None,
-                  progress: StageProgress | None = None) -> list[np.ndarray] | None:
-    if not config.uses_images:
+                  progress: StageProgress | None = None, engine=None) -> list[np.ndarray] | None:
+    if not config.uses_encoder:
         return None
     on_extract = (lambda done, total: progress("extract", done, total)) if progress else None
-    return make_extractor(config, cache_dir).bags(patients, on_extract)
+    return make_extractor(config, cache_dir, engine).bags(patients, on_extract)
+
+
+def encoder_record(config: ExperimentConfig) -> dict | None:
+    """What produced the instance features: the encoder's name, code version and resolved
+    parameters (device type, precision, weights, seed, library versions); None when the
+    config uses no instance features. Stored in every run record and model; with the cell
+    CNN, ``cell_cnn`` holds the device and precision it trains on."""
+    if not config.uses_images:
+        return None
+    record = make_extractor(config, None).describe() if config.uses_encoder else {"name": None}
+    if "cellcnn" in config.image_experts:
+        from lympho.encoders.torchvision import resolve_device, resolve_precision
+
+        device = resolve_device("auto")
+        record["cell_cnn"] = {"device": device.type, "precision": resolve_precision(config.precision, device),
+                              "torch": versions()["torch"]}
+    return record
 
 
 def cohort_summary(cohort: Cohort) -> dict:
@@ -127,20 +268,33 @@ def run_experiment(cohort: Cohort, config: ExperimentConfig, cache_dir: Path | N
                    progress: StageProgress | None = None,
                    bags: Sequence[np.ndarray] | None = None) -> dict:
     """Cross-validate ``config`` on the labelled patients; a JSON-ready run record."""
+    from lympho.evaluation import cross_validate
+
     patients = cohort.labelled()
     if bags is None:
         bags = instance_bags(patients, config, cache_dir, progress)
+    estimator, X, y, ids, options = cv_job(patients, config, bags)
+    on_fold = (lambda done, total: progress("folds", done, total)) if progress else None
+    return run_record(cohort, config, cross_validate(estimator, X, y, ids, **options, progress=on_fold))
+
+
+def cv_job(patients: Sequence[Patient], config: ExperimentConfig, bags: Sequence[np.ndarray] | None) -> tuple:
+    """What ``config``'s cross-validation needs: ``(estimator, X, y, ids, keywords)``; run
+    here by :func:`run_experiment`, or as Ray tasks by an ablation on the Ray engine."""
     X, names = design_matrix(patients, config, bags)
     y = np.array([p.label for p in patients])
-    on_fold = (lambda done, total: progress("folds", done, total)) if progress else None
-    result = cross_validate(config_pipeline(config, names), X, y,
-                            [p.id for p in patients], folds=config.folds, repeats=config.repeats,
-                            seed=config.seed, progress=on_fold)
+    return (config_pipeline(config, names), X, y, [p.id for p in patients],
+            {"folds": config.folds, "repeats": config.repeats, "seed": config.seed})
+
+
+def run_record(cohort: Cohort, config: ExperimentConfig, result) -> dict:
+    """The JSON-ready record of ``config``'s cross-validation ``result`` (a CVResult)."""
     return {
         "config": config.to_dict(), "key": config.key(), "label": config.label(),
         "cohort": cohort_summary(cohort), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "folds": result.folds, "summary": result.summary(),
         "oof": result.oof.to_dict(orient="list"), "versions": versions(),
+        "encoder": encoder_record(config),
     }
 
 
@@ -148,14 +302,40 @@ def run_experiment(cohort: Cohort, config: ExperimentConfig, cache_dir: Path | N
 TABLE2_ROWS = (("clinical", "svm"), ("both", "svm"), ("images", "svm"), ("both", "mlp"), ("images", "mlp"))
 
 
+def fusion_configs(base: ExperimentConfig) -> list[ExperimentConfig]:
+    """Clinical alone, each image expert of ``base`` alone, then their fusion: early (when
+    the image expert is the pooled one) and late (``base.combine``): an ablation that shows
+    what each part and each way of fusing adds."""
+    clinical = dataclasses.replace(base, features="clinical", image_model="pooled", fusion="early")
+    alone = [dataclasses.replace(base, features="images", image_model=e, fusion="early",
+                                 classifier=base.image_classifier or base.classifier)
+             for e in base.image_experts]
+    fused = [dataclasses.replace(base, features="both", fusion="late")]
+    if "pooled" in base.image_experts:
+        fused.insert(0, dataclasses.replace(base, features="both", fusion="early", image_model="pooled"))
+    return [clinical, *alone, *fused]
+
+
 def run_ablation(cohort: Cohort, base: ExperimentConfig,
                  rows: Sequence[tuple[str, str]] = TABLE2_ROWS, cache_dir: Path | None = None,
-                 progress: StageProgress | None = None) -> tuple[pd.DataFrame, list[dict]]:
-    """Run each (features, classifier) row on shared cached features; one table row per fold."""
-    configs = [dataclasses.replace(base, features=f, classifier=c) for f, c in rows]
-    image_config = next((c for c in configs if c.uses_images), None)
-    bags = instance_bags(cohort.labelled(), image_config, cache_dir, progress) if image_config else None
-    runs = [run_experiment(cohort, config, cache_dir, progress, bags) for config in configs]
+                 progress: StageProgress | None = None, engine=None,
+                 configs: Sequence[ExperimentConfig] | None = None) -> tuple[pd.DataFrame, list[dict]]:
+    """Run each (features, classifier) row of ``base`` (or the given ``configs``, e.g.
+    :func:`fusion_configs`) on shared cached features; one table row per fold.
+
+    With ``engine`` (a :class:`lympho.distributed.RayEngine`) the features are extracted on
+    the cluster and the grid runs as one task per configuration x repeat; same results.
+    """
+    configs = list(configs) if configs is not None else \
+        [dataclasses.replace(base, features=f, classifier=c) for f, c in rows]
+    image_config = next((c for c in configs if c.uses_encoder), None)
+    patients = cohort.labelled()
+    bags = instance_bags(patients, image_config, cache_dir, progress, engine) if image_config else None
+    if engine is None:
+        runs = [run_experiment(cohort, config, cache_dir, progress, bags) for config in configs]
+    else:
+        results = engine.cross_validate_grid([cv_job(patients, c, bags) for c in configs], progress)
+        runs = [run_record(cohort, config, result) for config, result in zip(configs, results)]
     return ablation_table(runs), runs
 
 
@@ -163,6 +343,10 @@ def ablation_table(runs: Sequence[dict]) -> pd.DataFrame:
     """One row per configuration and fold: the configuration's fields (``config.<field>``, so
     that the config field ``precision`` and the metric ``precision`` are two columns), then
     the metrics."""
+    import pandas as pd
+
+    from lympho.evaluation import METRICS
+
     return pd.DataFrame([{"configuration": run["label"], **{f"config.{k}": v for k, v in run["config"].items()},
                           "repeat": fold["repeat"],
                           "fold": fold["fold"], **{m: fold[m] for m in METRICS}}

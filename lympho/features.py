@@ -1,32 +1,39 @@
-"""Instance feature extraction: batched, parallel decoding, cached per image.
+"""Instance feature extraction: any encoder, batched or per image in worker processes, cached.
 
 Like CLAM's first stage, every image is encoded once: its features are stored in a
-diskcache keyed by the image's content hash, the encoder, its weights, the precision and
-the preprocessing version, so re-runs (and renamed copies of the same file) never
-re-extract. A damaged entry is recomputed; a damaged cache file is moved aside and rebuilt.
+diskcache keyed by the image's content hash and the encoder's identity (its name, code
+version and resolved parameters: weights, seed, device type, precision, library versions,
+preprocessing; :func:`lympho.encoders.cache_key`), so re-runs (and renamed copies of the
+same file) never re-extract, and a change of any of those never reuses stale features. A
+damaged entry is recomputed; a damaged cache file is moved aside and rebuilt.
+
+Torch is imported only by the batched (network) path: extracting morphology features
+needs neither torch nor a GPU, and a fully cached run imports nothing heavy. Content
+hashes come from a hash index beside the cache (path -> size, mtime, hash;
+:mod:`lympho.hashindex`), so unchanged files are not even read, and cache writes go one
+transaction per batch. On a GPU, JPEGs are decoded there in batches (nvJPEG)
+while the workers only read the files. With an ``engine`` (:mod:`lympho.distributed`)
+the missing features are computed on a Ray cluster and stored here.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import diskcache
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
 
 from lympho.data import CohortError, Patient, cache_error, read_image
-from lympho.encoders.torchvision import backbone_spec, inference_encoder, resolve_device, resolve_precision
+from lympho.encoders import Encoder, cache_key, describe, make_encoder
+from lympho.hashindex import HashIndex, content_hash  # noqa: F401  (content_hash: part of the API)
 
 PREPROCESSING_VERSION = 1
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 Progress = Callable[[int, int], None]
 
@@ -49,44 +56,68 @@ class Preprocessing:
         image = read_image(path)
         if image.size != (self.size, self.size):
             image = image.resize((self.size, self.size), resample=3)  # bicubic
-        if self.crop and self.crop < self.size:
-            offset = (self.size - self.crop) // 2
-            image = image.crop((offset, offset, offset + self.crop, offset + self.crop))
-        return np.array(image, dtype=np.uint8)  # writable copy: torch wants one
+        return self.crop_array(np.array(image, dtype=np.uint8))  # writable copy: torch wants one
+
+    def crop_array(self, image):
+        """The centre crop of an image already ``size`` x ``size`` (HWC, numpy or torch)."""
+        if not self.crop or self.crop >= self.size:
+            return image
+        offset = (self.size - self.crop) // 2
+        return image[offset:offset + self.crop, offset:offset + self.crop]
 
 
-def content_hash(path: Path) -> str:
-    return hashlib.blake2b(Path(path).read_bytes(), digest_size=16).hexdigest()
+class _Images:
+    """What the DataLoader's workers produce per file: the decoded uint8 HWC image
+    (``encoder.load``), or with ``read`` whatever the encoder's ``read`` gives (the file's
+    bytes for decoding on the device). Any sized, indexable object will do; a decoding
+    error travels back as a message, not a crash."""
 
-
-class _Images(Dataset):
-    """Decoded uint8 HWC images; a decoding error travels back as a message, not a crash."""
-
-    def __init__(self, paths: Sequence[Path], preprocessing: Preprocessing):
-        self.paths, self.preprocessing = list(paths), preprocessing
+    def __init__(self, paths: Sequence[Path], encoder: Encoder, read: bool = False):
+        self.paths, self.encoder, self.read = list(paths), encoder, read
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int):
         try:
-            return index, torch.from_numpy(self.preprocessing.load(self.paths[index])), None
+            path = self.paths[index]
+            return index, (self.encoder.read(path) if self.read else self.encoder.load(path)), None
         except CohortError as err:
             return index, None, str(err)
 
 
 def _collate(items):
+    import torch
+
     errors = [error for _, _, error in items if error]
     images = [image for _, image, error in items if not error]
-    return [i for i, _, _ in items], torch.stack(images) if not errors else None, errors
+    return [i for i, _, _ in items], torch.from_numpy(np.stack(images)) if not errors else None, errors
+
+
+def _collate_reads(items):
+    """Like :func:`_collate`, but the items stay a list: the main process decodes them."""
+    errors = [error for _, _, error in items if error]
+    return [i for i, _, _ in items], [item for _, item, _ in items], errors
+
+
+def _encode_files(encoder: Encoder, paths: Sequence[Path]) -> tuple[np.ndarray | None, str | None]:
+    """Load and encode a chunk of files in a worker process; an error comes back as text."""
+    try:
+        return encoder.encode([encoder.load(path) for path in paths]), None
+    except CohortError as err:
+        return None, str(err)
 
 
 def open_feature_cache(directory: Path) -> diskcache.Cache:
     """Open the cache; an unreadable database is moved aside (kept, never deleted) and rebuilt.
-    A directory that cannot be created or written is a :class:`CacheError` naming it."""
+    A directory that cannot be created or written is a :class:`CacheError` naming it.
+
+    Nothing is ever evicted: diskcache's default would silently drop features beyond 1 GB
+    (about 450,000 images), and skipping its cull check makes each write about a quarter
+    faster, which counts on a GPU."""
     directory = Path(directory)
     try:
-        cache = diskcache.Cache(directory)
+        cache = diskcache.Cache(directory, eviction_policy="none")
         cache.get("__probe__")
         return cache
     except (OSError, sqlite3.OperationalError) as err:  # not damage: read-only, locked, full
@@ -94,46 +125,53 @@ def open_feature_cache(directory: Path) -> diskcache.Cache:
     except sqlite3.DatabaseError:
         aside = directory.with_name(f"{directory.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
         os.replace(directory, aside)
-        return diskcache.Cache(directory)
+        return diskcache.Cache(directory, eviction_policy="none")
 
 
 class FeatureExtractor:
-    """Encode lymphocyte images with a named backbone, caching every instance's features."""
+    """Encode lymphocyte images with a named encoder, caching every instance's features.
 
-    def __init__(self, backbone: str = "resnet18", weights: str = "imagenet",
+    ``encoder`` is a registry name (``weights``, ``precision``, ``device`` and the
+    preprocessing's crop apply to the torchvision kind) or an :class:`Encoder` instance.
+    """
+
+    def __init__(self, encoder: str | Encoder = "resnet18", weights: str = "imagenet",
                  precision: str = "auto", device: str = "auto", batch_size: int = 64,
                  preprocessing: Preprocessing = Preprocessing(), cache_dir: Path | None = None,
-                 num_workers: int | None = None):
-        self.spec = backbone_spec(backbone)
-        self.weights = weights
-        self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device)
+                 num_workers: int | None = None, engine=None, rehash: bool = False):
+        self.encoder = (make_encoder(encoder, weights, precision, device, preprocessing.crop)
+                        if isinstance(encoder, str) else encoder)
         self.batch_size = batch_size
-        self.preprocessing = preprocessing
         self.cache = open_feature_cache(Path(cache_dir) / "features") if cache_dir else None
+        self.hashes = HashIndex(Path(cache_dir) / "hash-index.sqlite" if cache_dir else None)
+        self.engine, self.rehash = engine, rehash
         self.num_workers = self._default_workers() if num_workers is None else num_workers
-        self._encoder = None
         self.last_stats: dict = {}
 
     @property
     def feature_dim(self) -> int:
-        return self.spec.feature_dim
+        return len(self.encoder.feature_names)
 
     @property
     def key_prefix(self) -> str:
-        return f"{self.spec.name}/{self.weights}/{self.precision}/{self.preprocessing.key}"
+        return cache_key(self.encoder)
+
+    def describe(self) -> dict:
+        """The encoder's name, version and resolved parameters (device, precision, versions)."""
+        return describe(self.encoder)
 
     def _default_workers(self) -> int:
-        # On a GPU decoding is the bottleneck: use every core. On a CPU the cores run the
-        # encoder, and one decoding worker keeps up with it (PIL decodes ~2,000 img/s).
+        # Per-image CPU encoders use every core. For a network on a GPU decoding is the
+        # bottleneck: every core decodes. On a CPU the cores run the network, and one
+        # decoding worker keeps up with it (PIL decodes ~2,000 img/s).
         cores = os.cpu_count() or 1
-        return cores if self.device.type == "cuda" else max(1, cores // 4)
+        if not self.encoder.batched or self._on_cuda:
+            return cores
+        return max(1, cores // 4)
 
     @property
-    def encoder(self) -> torch.nn.Module:
-        if self._encoder is None:
-            self._encoder = inference_encoder(self.spec.name, self.weights, self.device)
-        return self._encoder
+    def _on_cuda(self) -> bool:
+        return getattr(self.encoder, "device_type", "cpu") == "cuda"
 
     def _cached(self, keys: list[str]) -> dict[int, np.ndarray]:
         found = {}
@@ -157,35 +195,50 @@ class FeatureExtractor:
         except (OSError, sqlite3.OperationalError) as err:
             raise cache_error(self.cache.directory, err) from None
 
-    def _normalise(self, batch: torch.Tensor) -> torch.Tensor:
-        # uint8 NHWC -> float NCHW; the permuted view is already channels_last.
-        mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1) * 255
-        std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1) * 255
-        batch = batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
-        return (batch - mean) / std
-
-    @torch.inference_mode()
-    def encode(self, batch: torch.Tensor) -> np.ndarray:
-        """Features of a uint8 NHWC batch, in the configured precision."""
-        images = self._normalise(batch)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            features = self.encoder(images)
-        return features.float().cpu().numpy()
-
     def _compute(self, paths: list[Path], on_batch: Callable[[list[int], np.ndarray], None]) -> None:
-        loader = DataLoader(_Images(paths, self.preprocessing), batch_size=self.batch_size,
-                            num_workers=self.num_workers, collate_fn=_collate,
-                            pin_memory=self.device.type == "cuda",
-                            persistent_workers=False, prefetch_factor=4 if self.num_workers else None)
+        if self.engine is not None:
+            self.engine.compute(self.encoder, paths, on_batch)
+        elif self.encoder.batched:
+            self._compute_batched(paths, on_batch)
+        else:
+            self._compute_per_image(paths, on_batch)
+
+    def _compute_batched(self, paths: list[Path], on_batch: Callable[[list[int], np.ndarray], None]) -> None:
+        from torch.utils.data import DataLoader
+
+        on_device = getattr(self.encoder, "decoder", "pil") == "device"
+        loader = DataLoader(_Images(paths, self.encoder, read=on_device), batch_size=self.batch_size,
+                            num_workers=self.num_workers, collate_fn=_collate_reads if on_device else _collate,
+                            pin_memory=self._on_cuda and not on_device, persistent_workers=False,
+                            prefetch_factor=4 if self.num_workers else None)
         for indices, batch, errors in loader:
             if errors:  # raised here, not in a worker, so the message stays one clear line
                 raise CohortError(errors[0])
-            on_batch(indices, self.encode(batch))
+            on_batch(indices, self.encoder.encode(self.encoder.decode(batch) if on_device else batch))
+
+    def _compute_per_image(self, paths: list[Path], on_batch: Callable[[list[int], np.ndarray], None]) -> None:
+        """Worker processes load and encode chunks of files; this process only stores them."""
+        chunk = 32
+        starts = range(0, len(paths), chunk)
+        chunks = [paths[i:i + chunk] for i in starts]
+        if self.num_workers <= 1 or len(chunks) == 1:
+            results = (_encode_files(self.encoder, c) for c in chunks)
+            self._store_chunks(starts, results, on_batch)
+            return
+        with ProcessPoolExecutor(max_workers=self.num_workers) as pool:
+            self._store_chunks(starts, pool.map(_encode_files, [self.encoder] * len(chunks), chunks), on_batch)
+
+    @staticmethod
+    def _store_chunks(starts, results, on_batch) -> None:
+        for start, (features, error) in zip(starts, results):
+            if error:
+                raise CohortError(error)
+            on_batch(list(range(start, start + len(features))), features)
 
     def extract(self, paths: Sequence[Path], progress: Progress | None = None) -> np.ndarray:
         """Features of every image (n, feature_dim), from the cache where possible."""
         started = time.perf_counter()
-        keys = [f"{content_hash(p)}/{self.key_prefix}" for p in paths]
+        keys = [f"{digest}/{self.key_prefix}" for digest in self.hashes.hashes(paths, self.rehash)]
         features = np.empty((len(paths), self.feature_dim), dtype=np.float32)
         found = self._cached(keys)
         for i, vector in found.items():

@@ -45,11 +45,11 @@ GENDER_NAMES = {"F": "Female", "M": "Male"}
 SERIES_COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00",
                  "#7F7F7F", "#F0E442", "#000000")
 #: Colours for configurations: each configuration always gets the same one (:func:`config_color`).
-CONFIG_PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#7F3C8D", "#11A579",
-                  "#3969AC", "#B8860B", "#E73F74", "#6B8E23")
+CONFIG_PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#7F3C8D", "#8C6D31",
+                  "#999933", "#882255", "#44AA99", "#332288")
 #: Fields that do not change which model a configuration is (only how it was evaluated).
 _NOT_IDENTITY = ("folds", "repeats", "seed", "precision")
-_IMAGE_FIELDS = ("backbone", "weights", "pooling", "crop")
+_IMAGE_FIELDS = ("encoder", "backbone", "weights", "pooling", "crop")  # backbone: runs before 2026-11
 IMBALANCE_LABELS = {"none": "No class balancing", "weights": "Class weights", "smote": "SMOTE"}
 FEATURE_LABELS = {"clinical": "Clinical only", "images": "Images only", "both": "Clinical + images"}
 NEUTRAL = "#5B6B8C"
@@ -285,6 +285,11 @@ def fold_metrics(folds, metrics: Sequence[str] = METRICS,
     return fig
 
 
+def _count(value: float) -> str:
+    """A whole count as ``12``, a mean over repeats as ``30.2``."""
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
+
+
 def confusion_matrix(matrix, title: str = "Confusion matrix") -> go.Figure:
     """Annotated heatmap of a 2 x 2 matrix ``[[tn, fp], [fn, tp]]``.
 
@@ -301,13 +306,13 @@ def confusion_matrix(matrix, title: str = "Confusion matrix") -> go.Figure:
     fig = go.Figure(go.Heatmap(
         z=z.tolist(), x=classes, y=classes, colorscale="Blues", showscale=False, zmin=0,
         zmax=max(float(z.max()), 1.0), xgap=2, ygap=2, customdata=share.tolist(),
-        hovertemplate="True %{y}, predicted %{x}: %{z:d} (%{customdata:.0%} of true %{y})<extra></extra>"))
+        hovertemplate="True %{y}, predicted %{x}: %{z:.4~g} (%{customdata:.0%} of true %{y})<extra></extra>"))
     peak = max(float(z.max()), 1.0)
     for i, true in enumerate(classes):
         for j, predicted in enumerate(classes):
             fig.add_annotation(
                 x=predicted, y=true, showarrow=False,
-                text=f"<b>{int(z[i, j])}</b><br><span style='font-size:12px'>{share[i, j]:.0%}</span>",
+                text=f"<b>{_count(z[i, j])}</b><br><span style='font-size:12px'>{share[i, j]:.0%}</span>",
                 font=dict(size=20, color="white" if z[i, j] > 0.55 * peak else INK))
     _styled(fig, title, height=380, xaxis_title="Predicted", yaxis_title="True",
             margin=dict(l=90, r=20, t=70, b=60))
@@ -484,4 +489,31 @@ def benchmark_comparison(rows: Sequence[Mapping], title: str = "Balanced accurac
                                                             yanchor="bottom"))
     fig.update_xaxes(range=[0.5, 1.0], showgrid=True, gridcolor="#E5E7EB")
     fig.update_yaxes(autorange="reversed", showgrid=False)
+    return fig
+
+
+# --------------------------------------------------------------------------- cells
+
+#: Outline colours of the segmentation overlay (RGB).
+NUCLEUS_OUTLINE = (230, 0, 126)
+CELL_OUTLINE = (0, 200, 255)
+
+
+def cell_segmentation(masks: Mapping, title: str = "Segmentation used by the morphology encoder") -> go.Figure:
+    """The cell crop beside the same crop with its nucleus (magenta) and cell (cyan) outlines,
+    from :func:`lympho.encoders.morphology.masks`, so a user can judge the segmentation."""
+    image = np.asarray(masks["image"], dtype=np.uint8)
+    overlay = image.copy()
+    for name, color in (("cell_outline", CELL_OUTLINE), ("nucleus_outline", NUCLEUS_OUTLINE)):
+        outline = np.asarray(masks[name], dtype=bool)
+        thick = outline | np.roll(outline, 1, 0) | np.roll(outline, 1, 1)  # 2 px, visible when scaled
+        overlay[thick] = color
+    fig = go.Figure()
+    fig.add_trace(go.Image(z=np.concatenate([image, np.full((image.shape[0], 8, 3), 255, np.uint8), overlay],
+                                            axis=1), hoverinfo="skip"))
+    note = "segmentation FAILED: the encoder flags this cell" if masks.get("failed") else \
+        "magenta: nucleus, cyan: cell"
+    _styled(fig, f"{title} ({note})", height=360, margin=dict(l=10, r=10, t=50, b=10))
+    fig.update_xaxes(visible=False, showline=False)
+    fig.update_yaxes(visible=False, showline=False, scaleanchor="x")
     return fig

@@ -31,17 +31,14 @@ from lympho.data import (IMAGE_SUFFIXES, REFERENCE_DATE, UNKNOWN_LABEL, CohortEr
 from lympho.evaluation import cross_validate, oof_estimates, threshold_from_repeats
 from lympho.evaluation import operating_point as _operating_point
 from lympho.evaluation import threshold_for_sensitivity as _threshold_for_sensitivity
+from lympho.experiment import (RECOMMENDED, TARGET_SENSITIVITY, THRESHOLD_REPEATS, ExperimentConfig, StageProgress,
+                               cohort_summary, config_pipeline, design_matrix, encoder_record, instance_bags,
+                               versions, write_json_atomic)
 from lympho.model_format import (LEGACY_PIPELINE_FILE, PIPELINE_FILE, ModelError, load_legacy_pipeline,
                                   load_pipeline, save_pipeline)
-from lympho.experiment import (ExperimentConfig, StageProgress, cohort_summary, config_pipeline, design_matrix,
-                               instance_bags, versions, write_json_atomic)
 
 #: 2: the pipeline in skops (safe); 1: a joblib pickle, loaded only when trusted.
 MODEL_FORMAT = 2
-#: Chosen by 20 x repeated 3-fold cross-validation on the real cohort
-#: (benchmarks/model_selection.py, figures in the README): the best configuration that
-#: needs no downloaded weights.
-RECOMMENDED = ExperimentConfig(features="clinical", classifier="xgboost", imbalance="weights")
 #: Upper bound accepted for a user-entered lymphocyte count (x 10^9/L); the cohort spans 2-300.
 MAX_LYMPH_COUNT = 1000.0
 
@@ -96,7 +93,8 @@ class TrainedModel:
         and its leave-one-repeat-out estimate. Otherwise ``threshold`` (default: the
         stored one) and :func:`lympho.evaluation.oof_estimates` at it (a fixed threshold is
         not chosen on these predictions). Returns ``threshold, target_sensitivity,
-        estimate`` (``estimate`` formats with :func:`lympho.evaluation.format_estimate`).
+        estimate`` (``estimate`` formats with :func:`lympho.evaluation.format_estimate`) and,
+        when chosen from repeats, ``per_repeat`` (each repeat's own threshold).
         """
         oof = self._oof()
         if sensitivity is not None:
@@ -105,7 +103,7 @@ class TrainedModel:
             if oof["repeat"].nunique() > 1:
                 chosen = threshold_from_repeats(oof, sensitivity)
                 return {"threshold": chosen["threshold"], "target_sensitivity": sensitivity,
-                        "estimate": chosen["estimate"]}
+                        "per_repeat": chosen["per_repeat"], "estimate": chosen["estimate"]}
             threshold = min(_threshold_for_sensitivity(oof["y_true"], oof["probability"], sensitivity), 1.0)
         threshold = self.threshold if threshold is None else float(threshold)
         return {"threshold": threshold, "target_sensitivity": None, "estimate": oof_estimates(oof, threshold)}
@@ -119,10 +117,6 @@ class TrainedModel:
         return _operating_point(oof["y_true"], oof["probability"], threshold)
 
 
-#: The default operating point of a trained model: a screening tool must catch malignancy.
-TARGET_SENSITIVITY = 0.95
-#: Cross-validation repeats from which a trained model's threshold is chosen.
-THRESHOLD_REPEATS = 10
 
 
 def train_model(cohort, config: ExperimentConfig = RECOMMENDED, cache_dir: Path | None = None,
@@ -146,7 +140,8 @@ def train_model(cohort, config: ExperimentConfig = RECOMMENDED, cache_dir: Path 
     pipeline = config_pipeline(config, names).fit(X, y)
     meta = {"format": MODEL_FORMAT, "config": config.to_dict(), "label": config.label(),
             "cohort": cohort_summary(cohort), "n_features": len(names),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": versions()}
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": versions(),
+            "encoder": encoder_record(config)}
     try:
         result = cross_validate(config_pipeline(config, names), X, y, [p.id for p in patients],
                                 folds=config.folds, repeats=threshold_repeats, seed=config.seed)
@@ -289,7 +284,7 @@ def model_catalog(directory: Path | str) -> tuple[list[tuple[Path, dict]], list[
 
 def make_patient(images: Path | str | Sequence[Path], gender: str, lymph_count: float | str,
                  age: float | None = None, dob: date | None = None, patient_id: str = "patient",
-                 today: date | None = None) -> Patient:
+                 today: date | None = None, require_images: bool = True) -> Patient:
     """A validated unlabelled patient from user input: a folder or a list of image files.
 
     Give ``dob`` (date of birth) or ``age``: the patient's age **today** in years (on
@@ -299,7 +294,8 @@ def make_patient(images: Path | str | Sequence[Path], gender: str, lymph_count: 
 
     Refused with a :class:`CohortError`: an age today outside 0-120 years, an age at the
     reference date outside 0-120 (born after it), a lymphocyte count that is not positive
-    or above ``MAX_LYMPH_COUNT`` (x 10^9/L), an unknown gender, and no or unreadable images.
+    or above ``MAX_LYMPH_COUNT`` (x 10^9/L), an unknown gender, and unreadable images, or
+    none when ``require_images`` (a clinical-only model needs none).
     """
     if (age is None) == (dob is None):
         raise CohortError("give exactly one of date of birth or age", field="age/dob")
@@ -322,7 +318,7 @@ def make_patient(images: Path | str | Sequence[Path], gender: str, lymph_count: 
     if source is not None and not source.is_dir():
         raise CohortError("image folder not found", source)
     paths = list_images(source) if source is not None else [Path(p) for p in images]
-    if not paths:
+    if not paths and require_images:  # a clinical-only model needs none
         raise CohortError(f"no images (expected {', '.join(sorted(IMAGE_SUFFIXES))} files)", source)
     for path in paths:
         check_image(path)
@@ -355,28 +351,49 @@ def score_patient(model: TrainedModel, patient: Patient, cache_dir: Path | None 
 
 
 def instance_scores(model: TrainedModel, patient: Patient, cache_dir: Path | None = None) -> pd.DataFrame | None:
-    """How much each cell drives the patient's score: ``path`` (a Path), ``score``, highest first.
+    """How much each cell drives the patient's score: ``path`` (a Path), ``score`` and
+    ``measure`` (what the score is), highest first.
 
-    The classifier only ever sees a pooled bag, so a cell has no score of its own. Each
-    cell is scored instead as a bag of one: the patient's clinical values plus that cell's
-    features, pooled (a single cell pools to itself for mean, max and meanmax) and passed
-    through the fitted pipeline; the score is the resulting probability of malignancy,
-    in [0, 1]. It answers "what would the model say if every cell looked like this one",
-    so the top rows are the cells that push the patient towards malignant and the bottom
-    rows those that push towards reactive. With mean pooling and a linear classifier the
-    patient's logit is exactly the mean of these cells' logits; otherwise it is a ranking
-    aid, not a decomposition, and the clinical values (held fixed) shift every cell alike.
+    Models that weigh cells themselves (attention or top-k MIL, the cell CNN, or a late
+    fusion holding one) give their own weights: ``attention weight`` (the share of the
+    patient's embedding each cell makes up; sums to 1) or, for top-k, ``cell probability``
+    (each cell's own probability of malignancy): "the cells the model weighed most".
+
+    Otherwise the classifier only ever sees a pooled bag, so a cell has no score of its own.
+    Each cell is scored instead as a bag of one (``bag-of-one probability``): the patient's
+    clinical values plus that cell's features, pooled (a single cell pools to itself for
+    mean, max and meanmax) and passed through the fitted pipeline; the score is the
+    resulting probability of malignancy, in [0, 1]. It answers "what would the model say if
+    every cell looked like this one", so the top rows are the cells that push the patient
+    towards malignant and the bottom rows those that push towards reactive. With mean
+    pooling and a linear classifier the patient's logit is exactly the mean of these cells'
+    logits; otherwise it is a ranking aid, not a decomposition, and the clinical values
+    (held fixed) shift every cell alike.
 
     Returns None for a clinical-only model, which does not use images.
     """
+    from lympho.models.fusion import instance_weights
+
     config = model.config
     if not config.uses_images:
         return None
+    unlabelled = dataclasses.replace(patient, label=UNKNOWN_LABEL)
+    bags = instance_bags([unlabelled], config, cache_dir)
+    paths = [Path(p) for p in unlabelled.images]
+    if config.uses_records:
+        X, _ = design_matrix([unlabelled], config, bags)
+        weights = instance_weights(model.pipeline, X)
+        if weights is not None:
+            learned = next(e for e in config.image_experts if e != "pooled")
+            measure = "cell probability" if learned == "topk" else "attention weight"
+            return _ranked(paths, weights[0], measure)
     if config.pooling not in ("mean", "max", "meanmax"):
         raise ModelError(f"instance scores are not defined for {config.pooling!r} pooling")
-    unlabelled = dataclasses.replace(patient, label=UNKNOWN_LABEL)
-    bag = instance_bags([unlabelled], config, cache_dir)[0]
+    bag = bags[0]
     X, _ = design_matrix([unlabelled] * len(bag), config, [row[None, :] for row in bag])
-    scores = model.pipeline.predict_proba(X)[:, 1]
-    frame = pd.DataFrame({"path": [Path(p) for p in unlabelled.images], "score": scores.astype(float)})
+    return _ranked(paths, model.pipeline.predict_proba(X)[:, 1], "bag-of-one probability")
+
+
+def _ranked(paths: list[Path], scores, measure: str) -> pd.DataFrame:
+    frame = pd.DataFrame({"path": paths, "score": np.asarray(scores, dtype=float), "measure": measure})
     return frame.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)

@@ -74,7 +74,7 @@ def config_candidates(cohort, configs: Sequence, cache_dir=None, progress=None) 
     bags_of: dict = {}
     candidates = []
     for config in configs:
-        image_key = (config.backbone, config.weights, config.precision, config.crop) if config.uses_images else None
+        image_key = (config.encoder, config.weights, config.precision, config.crop) if config.uses_images else None
         if image_key is not None and image_key not in bags_of:
             bags_of[image_key] = instance_bags(patients, config, cache_dir, progress)
         X, names = design_matrix(patients, config, bags_of.get(image_key))

@@ -31,11 +31,13 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import pandas as pd
 from PIL import Image
+
+if TYPE_CHECKING:  # pandas is imported where used: the CLI's --help never needs it
+    import pandas as pd
 
 COHORT_NAME = "demo-cohort-v1"
 MARKER = ".complete"  # written last: a cohort directory without it is incomplete
@@ -146,6 +148,8 @@ def _publish(staging: Path, target: Path) -> None:
 
 def _clinical_table(n_train: int, n_test: int, rng: np.random.Generator) -> pd.DataFrame:
     """One row per patient with the true label (test labels are hidden only when written)."""
+    import pandas as pd
+
     n = n_train + n_test
     labels = np.concatenate([_labels(n_train, rng), _labels(n_test, rng)])
     table = pd.DataFrame({

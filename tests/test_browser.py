@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from lympho.data import load_cohort
+from lympho.experiment import ExperimentConfig, run_experiment
+from lympho.runstore import RunStore
 from lympho.synthetic import demo_cohort_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,9 +44,12 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """The dashboard on a free loopback port, on the demo cohort, with its own cache."""
+    """The dashboard on a free loopback port, on the demo cohort, with its own cache and two runs."""
     cache = tmp_path_factory.mktemp("browser-cache")
-    demo_cohort_dir(cache)
+    demo = load_cohort(demo_cohort_dir(cache), synthetic=True)
+    for classifier in ("logreg", "svm"):  # stored runs, so the Runs page has something to show
+        RunStore(cache / "runs").save(run_experiment(demo, ExperimentConfig(features="clinical",
+                                                                             classifier=classifier)))
     port = free_port()
     env = {**os.environ, "LYMPHO_CACHE": str(cache), "TORCH_HOME": str(cache / "torch")}
     env.pop("LYMPHO_DATA", None)
@@ -74,7 +79,7 @@ def page(server):
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium(), args=CHROMIUM_FLAGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        context = browser.new_context(viewport={"width": 1280, "height": 720})
         context.set_default_timeout(60_000)
         yield context.new_page()
         browser.close()
@@ -90,48 +95,121 @@ def wait_for_idle(page, timeout: float = 120_000) -> None:
 def visit(page, url: str, name: str) -> None:
     page.goto(url)
     wait_for_idle(page)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    shoot(page, name)
+
+
+def shoot(page, name: str) -> None:
+    """A screenshot of the whole page at the projector's width (1280 px), and no exception on
+    the page. Streamlit scrolls inside its main block, so the window is made as tall as that
+    block for the shot; ``name-viewport.png`` is what the 1280 x 720 projector shows first."""
+    page.screenshot(path=str(SHOTS / f"{name}-viewport.png"))
+    height = page.evaluate("Math.max(720, document.querySelector(\"[data-testid='stMain']\").scrollHeight)")
+    page.set_viewport_size({"width": 1280, "height": min(int(height), 8000)})
+    page.wait_for_timeout(400)
+    page.screenshot(path=str(SHOTS / f"{name}.png"))
+    page.set_viewport_size({"width": 1280, "height": 720})
     assert page.locator("[data-testid='stException']").count() == 0, f"exception on {name}"
+
+
+def expect(locator):
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(locator)
 
 
 def test_every_page_renders(server, page):
     SHOTS.mkdir(parents=True, exist_ok=True)
-    visit(page, server["url"], "data")
+    visit(page, server["url"], "overview")
+    page.get_by_text("Labelled patients").wait_for()
     assert page.get_by_text("SYNTHETIC DEMO COHORT").first.is_visible()
-    assert page.get_by_text("Patients by gender and diagnosis").first.is_visible()
-    for name in ("experiment", "ablation", "score", "runs"):
+    page.get_by_text("Balanced accuracy against published results").first.wait_for()
+    shoot(page, "overview")
+    for name in ("data", "experiment", "ablation", "score", "runs"):
         visit(page, f"{server['url']}/{name}", name)
 
 
-def test_run_a_small_experiment(server, page):
+def test_experiment_form_and_run(server, page):
     page.goto(f"{server['url']}/experiment")
+    wait_for_idle(page)
+    encoder = page.get_by_label("Image encoder")
+    assert encoder.is_disabled()
+    page.get_by_label("Features").click()
+    page.get_by_role("option", name="Clinical + images").click()
+    wait_for_idle(page)
+    expect(page.get_by_label("Image encoder")).to_be_enabled()  # at once, nothing to submit first
+    page.get_by_label("Features").click()
+    page.get_by_role("option", name="Clinical only").click()
+    page.get_by_label("Classifier").click()
+    page.get_by_role("option", name="LogReg").click()
     wait_for_idle(page)
     page.get_by_role("button", name="Run experiment").click()
     page.get_by_text("Stored as run").wait_for(timeout=120_000)
     wait_for_idle(page)
-    assert page.get_by_text("Balanced accuracy").first.is_visible()
-    page.screenshot(path=str(SHOTS / "experiment-result.png"), full_page=True)
-    visit(page, f"{server['url']}/runs", "runs-after-experiment")
+    shoot(page, "experiment-result")
+    page.get_by_role("link", name="Data").first.click()  # leave, and come back: the form is kept
+    wait_for_idle(page)
+    page.get_by_role("link", name="Experiment").first.click()
+    wait_for_idle(page)
+    expect(page.locator("[data-testid='stSelectbox']").filter(has_text="Classifier")).to_match_aria_snapshot(
+        '- combobox "Classifier": LogReg', timeout=5000)
+
+
+def test_runs_tracker_links_and_tags(server, page):
+    page.goto(f"{server['url']}/runs")
+    wait_for_idle(page)
+    page.get_by_text("Link to this run").wait_for()
+    run_id = page.get_by_role("combobox", name="Run", exact=True).input_value().split(": ")[0]
+    page.goto(f"{server['url']}/runs?compare={run_id}")
+    wait_for_idle(page)
     assert page.get_by_text("Comparison of 1 run").is_visible()
+    assert page.get_by_text("ROC curves of the runs").first.is_visible()
+    page.get_by_text("Rename, tag, annotate or delete this run").click()
+    page.get_by_label("Tags (space-separated)").fill("slides")
+    page.get_by_role("button", name="Save").click()
+    wait_for_idle(page)
+    expect(page.get_by_text("tags: slides").first).to_be_visible(timeout=10_000)
+    shoot(page, "runs-tracker")
+
+
+def test_ablation_paper_table(server, page):
+    page.goto(f"{server['url']}/ablation")
+    wait_for_idle(page)
+    page.get_by_text("Custom grid").click()  # its defaults: clinical features, three classifiers (fast)
+    wait_for_idle(page)
+    page.get_by_role("button", name="Run ablation").click()
+    page.get_by_text("stored as runs").wait_for(timeout=120_000)
+    wait_for_idle(page)
+    shoot(page, "ablation-result")
+    assert page.get_by_text("beside the report's Table 2").is_visible()
+    assert page.get_by_text("Report: SVM, clinical").count() + page.locator("canvas").count() > 0
 
 
 def test_score_an_uploaded_patient(server, page):
     page.goto(f"{server['url']}/score")
     wait_for_idle(page)
-    page.get_by_role("button", name="Train the recommended model").click()
-    page.get_by_text("trained on the synthetic demo cohort").wait_for(timeout=120_000)
+    page.get_by_role("button", name="Train XGBoost, clinical").click()
+    page.get_by_text("Model card").wait_for(timeout=120_000)
     wait_for_idle(page)
+    page.get_by_label("Patient ID").fill("P-042")
     images = list(load_cohort(demo_cohort_dir(server["cache"])).select("test")[0].images)
     page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files([str(p) for p in images])
-    page.get_by_text(images[0].name).first.wait_for()
-    page.get_by_role("button", name="Score").click()
+    page.get_by_text(images[-1].name).first.wait_for()
+    page.wait_for_timeout(1000)  # let every upload finish
+    wait_for_idle(page)
+    page.get_by_role("button", name="Score", exact=True).click()
     page.get_by_text("Probability of malignancy", exact=True).wait_for(timeout=60_000)
     wait_for_idle(page)
+    assert page.get_by_text("not a diagnosis").first.is_visible()  # the disclaimer beside the decision
+    assert page.get_by_text("Inputs as used").first.is_visible()
+    assert page.get_by_text(f"not used by this clinical-only model ({len(images)} uploaded)").first.is_visible()
+    shoot(page, "score-result")
     download = page.locator("[data-testid='stDownloadButton']")
-    download.scroll_into_view_if_needed()
-    page.screenshot(path=str(SHOTS / "score-result.png"))
     assert "Download the one-page report" in download.inner_text()
-    assert page.get_by_text("Cells ordered by").count() == 0  # a clinical model: no cell ranking
+    assert page.get_by_text("Each cell scored on its own").count() == 0  # a clinical model: no cell ranking
+    page.get_by_label("Lymphocyte count (×10⁹/L)").fill("55")
+    page.get_by_label("Lymphocyte count (×10⁹/L)").press("Enter")
+    wait_for_idle(page)
+    expect(page.get_by_text("previous result was cleared")).to_be_visible(timeout=10_000)  # never stale
 
 
 def test_a_bad_upload_is_refused_on_the_page(server, page, tmp_path):
@@ -139,12 +217,14 @@ def test_a_bad_upload_is_refused_on_the_page(server, page, tmp_path):
     fake.write_text("not an image")
     page.goto(f"{server['url']}/score")
     wait_for_idle(page)
+    page.get_by_label("Patient ID").fill("P-043")
     page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files([str(fake)])
     page.get_by_text("cell.jpg").first.wait_for()
-    page.get_by_role("button", name="Score").click()
+    wait_for_idle(page)
+    page.get_by_role("button", name="Score", exact=True).click()
     wait_for_idle(page)
     error = page.locator("[data-testid='stAlertContentError']")
     error.first.wait_for()
     assert "cell.jpg" in error.first.inner_text()
     assert page.get_by_text("Probability of malignancy", exact=True).count() == 0
-    page.screenshot(path=str(SHOTS / "score-refused.png"))
+    shoot(page, "score-refused")

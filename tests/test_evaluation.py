@@ -166,6 +166,19 @@ def test_cross_validate_is_deterministic(data):
     assert not first.oof["id"].equals(other_seed.oof["id"])
 
 
+def test_repeats_run_apart_and_concatenated_equal_one_run(data):
+    """What the Ray engine relies on: one task per repeat, merged, is the single run."""
+    X, y, ids = data
+    pipe = make_pipeline("logreg", "weights")
+    whole = cross_validate(pipe, X, y, ids, folds=3, repeats=3, seed=2, threshold=0.4)
+    parts = [cross_validate(pipe, X, y, ids, folds=3, repeats=3, seed=2, threshold=0.4, only_repeat=r)
+             for r in (3, 1, 2)]
+    assert [f["repeat"] for f in parts[0].folds] == [3, 3, 3]
+    merged = CVResult.concat(parts)
+    assert merged.folds == whole.folds and merged.threshold == whole.threshold
+    pd.testing.assert_frame_equal(merged.oof, whole.oof)
+
+
 def test_progress_callback(data):
     X, y, ids = data
     calls = []

@@ -35,6 +35,8 @@ def test_run_record_shape(cohort, tmp_path):
     assert sum(f["n_test"] for f in run["folds"]) == 2 * n
     assert run["cohort"]["synthetic"] is False
     assert set(run["summary"]["balanced_accuracy"]) >= {"mean", "std"}
+    assert run["encoder"]["name"] == "resnet18" and run["encoder"]["precision"] == "fp32"
+    assert run["encoder"]["device"] == "cpu" and "torch" in run["encoder"]
     json.dumps(run)  # a run record is plain JSON
 
 

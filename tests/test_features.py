@@ -73,7 +73,7 @@ def test_cache_hits_and_content_addressing(images, tmp_path):
     again = FeatureExtractor("resnet18", "none", precision="fp32", cache_dir=cache, num_workers=0)
     np.testing.assert_array_equal(again.extract(images), features)
     assert again.last_stats == {**again.last_stats, "extracted": 0, "cached": len(images)}
-    assert again._encoder is None  # a fully cached run never even builds the model
+    assert again.encoder._network is None  # a fully cached run never even builds the network
     renamed = tmp_path / "renamed.jpg"
     shutil.copy(images[0], renamed)
     np.testing.assert_array_equal(again.extract([renamed])[0], features[0])
@@ -133,3 +133,19 @@ def test_pooling():
     assert pool_bags(bags, "meanmax").shape == (2, 4)
     with pytest.raises(ValueError, match="unknown pooling"):
         pool_bags(bags, "median")
+
+
+def test_cache_key_follows_the_encoders_identity():
+    from lympho.encoders import cache_key, describe, make_encoder
+
+    base = make_encoder("resnet18", "none", "fp32", "cpu")
+    record = describe(base)
+    assert {"device", "precision", "torch", "torchvision", "random_init_seed", "version"} <= set(record)
+    assert record["device"] == "cpu" and record["precision"] == "fp32"
+    assert cache_key(make_encoder("resnet18", "none", "fp32", "cpu")) == cache_key(base)
+    others = [make_encoder("resnet18", "none", "bf16", "cpu"), make_encoder("resnet18", "imagenet", "fp32", "cpu"),
+              make_encoder("resnet18", "none", "fp32", "cpu", crop=112), make_encoder("resnet34", "none", "fp32", "cpu")]
+    assert len({cache_key(base), *map(cache_key, others)}) == 5
+    changed = make_encoder("resnet18", "none", "fp32", "cpu")
+    changed.version = "999"  # a new version of the encoder-building code
+    assert cache_key(changed) != cache_key(base)

@@ -15,7 +15,7 @@ from lympho import figures, reports
 from lympho.evaluation import HEADLINE, METRICS, cross_validate, format_estimate, oof_estimates
 
 EVIL = "<script>alert(1)</script>"
-CONFIG = {"features": "clinical", "backbone": "resnet18", "weights": "imagenet", "pooling": "mean",
+CONFIG = {"features": "clinical", "encoder": "resnet18", "weights": "imagenet", "pooling": "mean",
           "classifier": "logreg", "imbalance": "weights", "folds": 3, "repeats": 2, "seed": 0,
           "log_count": True, "precision": "auto", "crop": None}
 
@@ -140,6 +140,9 @@ def test_confusion_matrix_annotations_match_counts():
     assert fig.layout.xaxis.title.text == "Predicted" and fig.layout.yaxis.title.text == "True"
     with pytest.raises(ValueError):
         figures.confusion_matrix([[1, 2, 3]])
+    mean = figures.confusion_matrix([[30.15, 3.85], [5.0, 71.0]], "Mean per repeat")
+    assert mean.layout.annotations[0].text.startswith("<b>30.1</b>") or \
+        mean.layout.annotations[0].text.startswith("<b>30.2</b>")
 
 
 def test_roc_curves_one_trace_per_repeat_plus_chance_and_marker(runs):
@@ -189,6 +192,20 @@ def test_roc_overlay_one_curve_per_run_in_its_colour(runs):
     fig = figures.roc_overlay(runs)
     assert [t.name for t in fig.data][-1] == "Chance" and len(fig.data) == len(runs) + 1
     assert fig.data[0].line.color == figures.config_color(runs[0]["config"]) and "AUC" in fig.data[0].name
+
+
+def test_cell_segmentation_draws_both_outlines():
+    nucleus = np.zeros((20, 20), bool)
+    nucleus[8:12, 8:12] = True
+    cell = np.zeros((20, 20), bool)
+    cell[4:16, 4:16] = True
+    masks = {"image": np.full((20, 20, 3), 200, np.uint8), "nucleus_outline": nucleus, "cell_outline": cell,
+             "failed": False}
+    z = np.asarray(figures.cell_segmentation(masks).data[0].z)
+    assert z.shape == (20, 48, 3)  # raw | gap | overlay
+    assert tuple(z[0, 0]) == (200, 200, 200) and tuple(z[8, 28 + 8]) == figures.NUCLEUS_OUTLINE
+    assert tuple(z[4, 28 + 4]) == figures.CELL_OUTLINE
+    assert "FAILED" in figures.cell_segmentation({**masks, "failed": True}).layout.title.text
 
 
 # --------------------------------------------------------------------------- reports

@@ -4,12 +4,14 @@ Pages are tested one by one with the sidebar's state (the loaded cohort, the cac
 seeded, as app.py would leave it; tests/test_browser.py covers the navigation itself.
 """
 
+from datetime import date
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from lympho.data import load_cohort
+from lympho.evaluation import format_estimate, run_estimates
 from lympho.experiment import ExperimentConfig, run_experiment
 from lympho.runstore import RunStore
 from lympho.scoring import RECOMMENDED, save_model, train_model
@@ -53,6 +55,7 @@ def test_data_page(cohort, isolated_cache):
     patient = cohort.patients[3]
     app.selectbox(key="data_patient").set_value(patient.id).run()
     assert f"**{patient.id}**" in texts(app) and len(app.get("image")[0].proto.imgs) == len(patient.images)
+    assert "magenta: nucleus" in app.get("plotly_chart")[-1].proto.spec  # the segmentation of one cell
 
 
 def test_data_page_without_cohort_says_what_to_do(isolated_cache):
@@ -68,6 +71,10 @@ def test_experiment_page_runs_and_stores(cohort, isolated_cache):
     finish_job(app, "experiment")
     assert "Stored as run" in app.success[0].value
     assert {m.label for m in app.metric} >= {"Balanced accuracy", "Recall (sensitivity)"}
+    run = RunStore(isolated_cache / "runs").runs()[0]
+    # the same figure, with its interval, as the CLI prints it (lympho.evaluation.format_estimate)
+    assert format_estimate(run_estimates(run), "balanced_accuracy") in texts(app)
+    assert "95% CI" in app.metric[0].proto.delta
     assert len(app.dataframe[0].value) == 6 + 1  # 2 x 3 folds and the mean row
     run = RunStore(isolated_cache / "runs").runs()[0]
     assert run["config"]["classifier"] == "logreg" and run["config"]["repeats"] == 2
@@ -78,9 +85,9 @@ def test_experiment_page_runs_and_stores(cohort, isolated_cache):
 
 def test_image_options_follow_the_feature_choice_at_once(cohort, isolated_cache):
     app = open_page("experiment", cohort, isolated_cache)
-    assert app.selectbox(key="exp_backbone").disabled  # the recommended model is clinical-only
+    assert app.selectbox(key="exp_encoder").disabled  # the recommended model is clinical-only
     app.selectbox(key="exp_features").set_value("both").run()  # no form to submit first
-    assert not app.selectbox(key="exp_backbone").disabled and not app.selectbox(key="exp_pooling").disabled
+    assert not app.selectbox(key="exp_encoder").disabled and not app.selectbox(key="exp_pooling").disabled
 
 
 def test_mid_run_the_form_shows_the_running_config(cohort, isolated_cache):
@@ -155,7 +162,7 @@ def test_runs_page_deep_links_and_edits(cohort, isolated_cache):
     app.query_params["run"] = ids[2]
     app.run()
     assert not app.exception and "Comparison of 2 runs" in [h.value for h in app.subheader]
-    assert app.selectbox(key="detail").value["id"] == ids[2]
+    assert app.selectbox(key="detail").value == ids[2]
     roc = app.get("plotly_chart")[1].proto.spec
     assert roc.count("AUC") >= 2  # one ROC curve per compared run
     app.text_input[0].input("baseline")
@@ -173,17 +180,37 @@ def test_runs_page_empty(cohort, isolated_cache):
     assert "No stored runs yet" in app.info[0].value
 
 
-def test_score_page_trains_and_refuses_bad_uploads(cohort, isolated_cache):
+def test_score_page_trains_and_refuses_bad_input(cohort, isolated_cache):
     app = open_page("score", cohort, isolated_cache)
     assert "No trained model yet" in texts(app)
-    app.button[0].click().run()
-    finish_job(app, "train_recommended")
-    assert "recommended-demo" not in str(app.selectbox(key="model").value[0])  # a real (non-demo) cohort here
-    app.button[-1].click().run()  # Score with no uploads
-    assert "no images" in app.error[0].value
+    app.button[0].click().run()  # train the recommended configuration (the form's default)
+    finish_job(app, "train_model")
+    assert app.selectbox(key="score_model").value.endswith("/recommended")  # a real (non-demo) cohort here
+    app.button[-1].click().run()  # Score with no patient ID
+    assert "Patient ID" in app.error[0].value
 
 
-def test_score_page_scores(cohort, isolated_cache):
-    save_model(train_model(cohort, RECOMMENDED), isolated_cache / "models" / "mine")
+def test_score_page_decides_at_the_stored_operating_point_and_clears_stale_results(cohort, isolated_cache):
+    save_model(train_model(cohort, RECOMMENDED), isolated_cache / "models" / "recommended")
+    save_model(train_model(cohort, ExperimentConfig(features="clinical", classifier="logreg")),
+               isolated_cache / "models" / "other")
     app = open_page("score", cohort, isolated_cache)
-    assert app.selectbox(key="model").value[1]["label"] == RECOMMENDED.label()
+    assert app.selectbox(key="score_model").value.endswith("/recommended")  # preselected, though not the newest
+    card = texts(app)
+    assert "Trained on" in card and "Operating point" in card and "threshold" in card
+    app.text_input(key="score_patient_id").input("P-042")
+    app.date_input(key="score_dob").set_value(date(1970, 5, 14))
+    app.button[-1].click().run()  # a clinical-only model: no images needed
+    assert all("Malignant pattern" in e.value for e in app.error), app.error  # the decision, not a refusal
+    shown = texts(app)
+    assert "49.6 years at 2020-01-01" in shown and "from date of birth 1970-05-14" in shown and "P-042" in shown
+    assert "refer for flow cytometry" in shown.lower() or "does not suggest referral" in shown
+    assert "not a diagnosis" in shown  # the disclaimer beside the decision
+    app.selectbox(key="score_model").set_value(app.selectbox(key="score_model").options[1]).run()
+    assert "previous result was cleared" in texts(app) and not app.metric  # no stale probability
+
+
+def test_date_of_birth_accepts_recent_dates(cohort, isolated_cache):
+    save_model(train_model(cohort, RECOMMENDED), isolated_cache / "models" / "recommended")
+    app = open_page("score", cohort, isolated_cache)
+    assert app.date_input(key="score_dob").max == date.today()

@@ -1,5 +1,92 @@
-"""Instance encoders: one image in, one feature vector out.
+"""Instance encoders: one cell image in, one named feature vector out.
 
-``torchvision`` holds the ImageNet backbones (resnet18/34/50, vgg16), their weights,
-and the device and precision resolution they run with.
+Every encoder follows one protocol (:class:`Encoder`): a ``name``, a ``version`` of the
+code that computes its output, ``params()`` (everything else its output depends on,
+resolved: weights, seeds, device type, precision, library versions, preprocessing),
+``feature_names`` and ``encode(images)``. The feature cache keys each image's features by
+``name``, ``version`` and ``params()``, so a change of any of them never reuses stale
+features. Kinds:
+
+- ``torchvision``: the ImageNet backbones ``resnet18``, ``resnet34``, ``resnet50``, ``vgg16``
+  (``lympho/encoders/torchvision.py``); batched, on the accelerator.
+- ``morphology``: named nucleus / cytoplasm shape, colour and texture features from
+  scikit-image (``lympho/encoders/morphology.py``); per image, on the CPU, no torch.
+
+This module imports neither torch nor scikit-image: the registry's names are cheap to list,
+and an encoder's module is imported only when :func:`make_encoder` builds one.
 """
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Protocol, Sequence
+
+import numpy as np
+
+#: name -> kind (the module under ``lympho/encoders/`` that builds it)
+ENCODERS = {"resnet18": "torchvision", "resnet34": "torchvision", "resnet50": "torchvision",
+            "vgg16": "torchvision", "morphology": "morphology"}
+WEIGHTS = ("imagenet", "none")
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+class WeightsUnavailable(RuntimeError):
+    """Pretrained weights are neither in the hub cache nor downloadable."""
+
+
+class Encoder(Protocol):
+    """What the feature extractor needs from an instance encoder.
+
+    ``batched``: True when ``encode`` wants large batches in the main process (a network on
+    an accelerator; decoding runs in worker processes), False when ``load`` and ``encode``
+    are cheap per-image CPU work that worker processes run whole.
+    """
+
+    name: str
+    version: str
+    feature_names: list[str]
+    batched: bool
+
+    def params(self) -> dict:
+        """Everything besides ``name`` and ``version`` that changes the output, resolved."""
+
+    def load(self, path) -> np.ndarray:
+        """One decoded, preprocessed image (uint8 HWC) from a file."""
+
+    def encode(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """Features (n, len(feature_names)) float32 of uint8 HWC RGB images."""
+
+
+def describe(encoder: Encoder) -> dict:
+    """The encoder's identity as plain JSON: name, version and resolved parameters; run
+    records and model files carry it so a result can be traced to what produced it."""
+    return {"name": encoder.name, "version": encoder.version, **encoder.params()}
+
+
+def cache_key(encoder: Encoder) -> str:
+    """``name/version/digest-of-params``: the part of a feature-cache key after the image hash."""
+    digest = hashlib.blake2b(json.dumps(encoder.params(), sort_keys=True).encode(), digest_size=8).hexdigest()
+    return f"{encoder.name}/{encoder.version}/{digest}"
+
+
+def make_encoder(name: str, weights: str = "imagenet", precision: str = "auto", device: str = "auto",
+                 crop: int | None = None, decoder: str = "auto") -> Encoder:
+    """Build the encoder registered as ``name``. ``weights``, ``precision``, ``device``,
+    ``crop`` and ``decoder`` (``auto``, ``pil``, ``device``) apply to the torchvision kind;
+    the morphology encoder has fixed geometry and runs on the CPU, so it ignores them."""
+    if name not in ENCODERS:
+        raise ValueError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}")
+    if ENCODERS[name] == "morphology":
+        from lympho.encoders.morphology import MorphologyEncoder
+
+        return MorphologyEncoder()
+    from lympho.encoders.torchvision import TorchvisionEncoder
+    from lympho.features import Preprocessing
+
+    return TorchvisionEncoder(name, weights, precision, device, Preprocessing(crop=crop), decoder)
+
+
+def uses_torchvision_options(name: str) -> bool:
+    """Whether ``weights``, ``precision`` and ``crop`` mean anything for this encoder."""
+    return ENCODERS.get(name) == "torchvision"

@@ -1,0 +1,96 @@
+"""The extraction data path: warm runs import no torch; the CPU path keeps its numbers.
+
+The CPU path (Pillow in workers, hash index, cache) must give bit for bit what the plain
+pipeline before issue 10 gave. The device-decoding path (workers read files, the main
+process decodes batches on the encoder's device: nvJPEG on CUDA) runs here on the CPU,
+where torchvision decodes with libjpeg-turbo exactly as Pillow does, so it must give the
+same features too, fallbacks (PNG, greyscale, EXIF-rotated, other sizes) and crop included.
+"""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lympho.__main__ import main
+from lympho.data import load_cohort, read_image
+from lympho.encoders import make_encoder
+from lympho.features import FeatureExtractor
+from lympho.synthetic import write_demo_cohort
+
+PROBE = """
+import runpy, sys
+sys.argv = ["lympho", *{argv!r}]
+try:
+    runpy.run_module("lympho", run_name="__main__")
+except SystemExit as exit:
+    print("EXIT", exit.code)
+print("TORCH", "torch" in sys.modules)
+"""
+
+
+def run_probe(*argv: str) -> str:
+    done = subprocess.run([sys.executable, "-c", PROBE.format(argv=list(argv))], capture_output=True,
+                          text=True, timeout=300)
+    return done.stdout
+
+
+def test_a_fully_cached_run_imports_no_torch(tmp_path, capsys):
+    tiny = write_demo_cohort(tmp_path / "tiny", n_train=8, n_test=0, images_per_patient=(2, 3), seed=1)
+    options = ["--data", str(tiny), "--weights", "none", "--cache-dir", str(tmp_path / "cache")]
+    assert main(["extract", *options]) == 0 and "0 cached" in capsys.readouterr().out
+    warm = run_probe("extract", *options)
+    assert "0 extracted" in warm and "TORCH False" in warm
+    evaluate = run_probe("evaluate", *options, "--features", "images", "--classifier", "logreg", "--folds", "2")
+    assert "run stored" in evaluate and "TORCH False" in evaluate
+    rehash = run_probe("extract", *options, "--rehash")
+    assert "0 extracted" in rehash and "TORCH False" in rehash
+
+
+@pytest.fixture
+def odd_images(small_cohort, tmp_path):
+    """Real-layout JPEGs plus files the device decoder must leave to Pillow."""
+    jpegs = list(load_cohort(small_cohort).patients[0].images)
+    source = Image.open(jpegs[0]).convert("RGB")
+    source.save(tmp_path / "plain.png")
+    source.convert("L").save(tmp_path / "grey.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated: Pillow applies it, nvJPEG would not
+    source.save(tmp_path / "rotated.jpg", exif=exif)
+    source.resize((180, 180)).save(tmp_path / "small.jpg")
+    return [*jpegs, *(tmp_path / name for name in ("plain.png", "grey.jpg", "rotated.jpg", "small.jpg"))]
+
+
+def before_issue_10(encoder, paths, crop):
+    """The CPU data path as it was: Pillow decode, bicubic resize, PIL crop, one batch."""
+    images = []
+    for path in paths:
+        image = read_image(path)
+        if image.size != (224, 224):
+            image = image.resize((224, 224), resample=3)
+        if crop:
+            offset = (224 - crop) // 2
+            image = image.crop((offset, offset, offset + crop, offset + crop))
+        images.append(np.array(image, dtype=np.uint8))
+    return encoder.encode(np.stack(images))
+
+
+@pytest.mark.parametrize("crop", [None, 112])
+def test_the_cpu_data_path_keeps_its_numbers_and_device_decoding_equals_it(odd_images, crop, tmp_path):
+    def extractor(decoder):
+        encoder = make_encoder("resnet18", "none", "fp32", "cpu", crop=crop, decoder=decoder)
+        return FeatureExtractor(encoder, num_workers=1, cache_dir=tmp_path / decoder)
+
+    pil = extractor("pil")
+    reference = before_issue_10(pil.encoder, odd_images, crop)
+    np.testing.assert_array_equal(pil.extract(odd_images), reference)  # workers, hash index, cache
+    np.testing.assert_array_equal(pil.extract(odd_images), reference)  # warm: read back
+    np.testing.assert_array_equal(extractor("device").extract(odd_images), reference)
+
+
+def test_device_decoding_has_its_own_cache_key():
+    pil = make_encoder("resnet18", "none", "fp32", "cpu", decoder="pil")
+    assert "decoder" not in pil.params()  # Pillow-decoded features keep their keys
+    assert make_encoder("resnet18", "none", "fp32", "cpu", decoder="device").params()["decoder"] == "device"
