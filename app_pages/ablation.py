@@ -26,7 +26,7 @@ if grid_choice.startswith("Custom"):
     features = left.multiselect("Feature sets", FEATURE_SETS, format_func=figures.FEATURE_LABELS.get,
                                 key=remember("abl_features", ["clinical"]))
     classifiers = middle.multiselect("Classifiers", CLASSIFIERS, format_func=CLASSIFIER_NAMES.get,
-                                     key=remember("abl_classifiers", ["svm", "xgboost", "logreg"]))
+                                     key=remember("abl_classifiers", ["svm", "logreg"]))
     imbalances = right.multiselect("Imbalance handling", IMBALANCE, format_func=figures.IMBALANCE_LABELS.get,
                                    key=remember("abl_imbalances", ["weights"]))
 else:

@@ -17,6 +17,7 @@ import streamlit as st
 from lympho import figures
 from lympho.encoders import ENCODERS, WEIGHTS, uses_torchvision_options
 from lympho.encoders.torchvision import hub_checkpoint_path
+from lympho.decision import encoder_text
 from lympho.evaluation import (METRICS, format_estimate, oof_estimates, operating_point, run_estimates,
                                threshold_for_sensitivity, threshold_from_repeats)
 from lympho.experiment import CLASSIFIER_NAMES, FEATURE_SETS, ExperimentConfig
@@ -154,6 +155,8 @@ def show_run(run: dict, key: str) -> None:
                    f"Run `{run.get('id', run['key'])}`, {run['created']}; the table's ± is the spread across folds.")
     else:
         st.caption(f"{computed_on(run)}; run `{run.get('id', run['key'])}`, {run['created']}")
+    if run.get("encoder"):
+        st.caption(f"Image features: {encoder_text(run['encoder'])}.")
     st.dataframe(metrics_table(run), hide_index=True, width="stretch")
     st.plotly_chart(figures.fold_metrics(run["folds"]), key=f"{key}_folds")
     left, right = st.columns(2)

@@ -4,6 +4,7 @@ import streamlit as st
 
 from lympho import figures
 from lympho.data import LABEL_NAMES, REFERENCE_DATE, overview, read_image
+from lympho.encoders import morphology
 from app_pages.common import synthetic_banner
 from app_pages.shell import current_cohort, remember
 
@@ -41,3 +42,10 @@ shown = patient.images[:GALLERY_LIMIT]
 if len(patient.images) > GALLERY_LIMIT:
     st.caption(f"Showing the first {GALLERY_LIMIT} of {len(patient.images)} images.")
 st.image([read_image(path) for path in shown], width=112, caption=[path.name for path in shown])
+
+st.subheader("One cell, as the morphology encoder sees it")
+cell = st.selectbox("Cell", patient.images, format_func=lambda path: path.name, key=f"cell_{patient.id}")
+st.plotly_chart(figures.cell_segmentation(morphology.masks(cell)), key="cell_segmentation")
+st.caption("The central 160 px of the crop at half resolution; the nucleus is found by Otsu's threshold on the "
+           "red channel's darkness, the cell as bluish pixels near it. A failed segmentation is a flag column "
+           "of the encoder, never a dropped cell.")

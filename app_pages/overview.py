@@ -50,11 +50,17 @@ with left:
                    f"{frame.n_images.min()}–{frame.n_images.max()} images per patient.")
 with right:
     st.subheader("The recommended model")
-    ba = ESTIMATE["balanced_accuracy"]
-    recall = ESTIMATE["recall"]
+    ba, recall, nested = ESTIMATE["balanced_accuracy"], ESTIMATE["recall"], ESTIMATE.get("nested")
     st.markdown(f"**{figures.config_name(ESTIMATE['label'], ESTIMATE['config'])}**: balanced accuracy "
-                f"**{ba['mean']:.3f} ± {ba['std']:.3f}**, recall {recall['mean']:.3f} ± {recall['std']:.3f}")
+                f"**{ba['estimate']:.3f}** (95% CI {ba['ci_low']:.2f}–{ba['ci_high']:.2f}; spread across folds "
+                f"{ba['mean']:.3f} ± {ba['std']:.3f}), recall {recall['estimate']:.3f} "
+                f"({recall['ci_low']:.2f}–{recall['ci_high']:.2f})")
     st.caption(f"Computed on {ESTIMATE['computed_on']}; {ESTIMATE['source']}.")
+    if nested:
+        figure = nested["balanced_accuracy"]
+        st.caption(f"Choosing the best of several models on the same patients flatters it: the whole choice, "
+                   f"cross-validated (nested), gives **{figure['estimate']:.3f}** (95% CI {figure['ci_low']:.2f}–"
+                   f"{figure['ci_high']:.2f}); {nested['computed_on']}.")
 
 ours = None
 if cohort is not None:
@@ -69,6 +75,7 @@ if cohort is not None:
                 "std": stats["std"], "note": f"{run['config']['repeats']} x {run['config']['folds']}-fold CV on "
                                              f"{where}, mean ± std over {run['summary']['n_folds']} folds"}
 st.plotly_chart(figures.benchmark_comparison(reference.comparison_rows(ours)), key="benchmarks")
-st.caption("Intervals: ours are mean ± std over cross-validation folds; the report's Table 2 rows show the mean "
+st.caption("Intervals: ours are 95% CIs (bootstrap over patients; a run on the loaded cohort: ± sd across folds); "
+           "the report's Table 2 rows show the mean "
            "and the range of its three folds; the test-set figures are single numbers. Different patients and "
            "splits: read the comparison as an order of magnitude, not a ranking.")

@@ -9,7 +9,8 @@ import streamlit as st
 
 from lympho import reports
 from lympho.data import CohortError
-from lympho.decision import DISCLAIMER_SHORT, inputs_used, model_card, operating_point_text, result_key
+from lympho.decision import (DISCLAIMER_SHORT, inputs_used, model_card, operating_point_text, result_key,
+                             thumbnails)
 from lympho.scoring import (RECOMMENDED, ModelError, instance_scores, load_model, make_patient, model_catalog,
                             save_model, score_patient, train_model)
 from lympho.uploads import UPLOAD_SUFFIXES, save_uploads
@@ -129,6 +130,10 @@ with left:
                + (" (the model's stored operating point)." if not advanced else " (chosen by hand)."))
 
 files = [(f.name, f.getvalue()) for f in uploads or []]
+if files:
+    previews = thumbnails(files)
+    with left.expander(f"Preview: {len(previews)} of {len(files)} uploaded file(s)", icon=":material/image:"):
+        st.image([image for _, image in previews], width=64, caption=[name[-12:] for name, _ in previews])
 inputs = {"id": patient_id, "gender": gender, "count": count, "dob": dob, "age_today": age_today,
           "threshold": threshold}
 key = result_key(f"{chosen}@{meta['created']}", inputs, files)

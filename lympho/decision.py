@@ -6,11 +6,14 @@ always belongs to what is shown, or is cleared).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from datetime import date
 from typing import Mapping, Sequence
 
-from lympho.data import REFERENCE_DATE
+from PIL import Image
+
+from lympho.data import REFERENCE_DATE, open_image
 from lympho.figures import FEATURE_LABELS, config_name
 
 DISCLAIMER_SHORT = ("Decision support for research use, not a diagnosis: confirm by flow cytometry and "
@@ -52,9 +55,15 @@ def operating_point_text(meta: Mapping, point: Mapping | None = None) -> str:
         if text and name not in named:
             named.add(name)
             parts.append(f"{name} {text}")
-    if estimate and estimate.get("method"):
-        parts.append(f"({estimate['method']})")
-    return "; ".join(parts)
+    method = f" ({estimate['method']})" if estimate and estimate.get("method") else ""
+    return "; ".join(parts) + method
+
+
+def encoder_text(encoder: Mapping) -> str:
+    """Where and how image features were computed (a run's or model's ``encoder`` record)."""
+    parts = [f"{encoder.get('name', '?')} {encoder.get('version', '')}".strip()]
+    parts += [f"{key} {encoder[key]}" for key in ("device", "precision", "torch") if encoder.get(key)]
+    return ", ".join(parts)
 
 
 def model_card(meta: Mapping) -> list[tuple[str, str]]:
@@ -68,12 +77,14 @@ def model_card(meta: Mapping) -> list[tuple[str, str]]:
     trained_on = (f"{'the SYNTHETIC demo cohort' if cohort['synthetic'] else cohort.get('name', '?')}, "
                   f"{cohort['n_labelled']} labelled patients")
     versions = meta.get("versions", {})
+    card_encoder = [("Encoder", encoder_text(meta["encoder"]))] if meta.get("encoder") else []
     return [
         ("Model", config_name(meta["label"], config)),
         ("Trained on", trained_on),
         ("Features", features + ("; age at " + str(REFERENCE_DATE) + ", gender, log lymphocyte count"
                                  if config["features"] != "images" else "")),
         ("Operating point", operating_point_text(meta)),
+        *card_encoder,
         ("Version", f"model format {meta.get('format', '?')}, scikit-learn {versions.get('scikit-learn', '?')}, "
                     f"torch {versions.get('torch', '?')}, checksum {str(meta.get('sha256', ''))[:12] or '?'}"),
         ("Trained", str(meta.get("created", "?")).replace("T", " ")),
@@ -92,3 +103,21 @@ def inputs_used(patient_id: str, gender: str, count: float, model_age: float, do
               else f"not used by this clinical-only model ({n_images} uploaded)" if n_images else "none needed")
     return [("Patient", patient_id), ("Gender", {"F": "Female", "M": "Male"}.get(gender, gender)), ("Age", age),
             ("Lymphocyte count", f"{count:g} ×10⁹/L"), ("Images", images)]
+
+
+def thumbnails(files: Sequence[tuple[str, bytes]], limit: int = 60, side: int = 96) -> list[tuple[str, Image.Image]]:
+    """Small previews of uploaded image files, in upload order, at most ``limit``. Zips and
+    files that do not decode are skipped here: the upload check names them when scoring."""
+    previews = []
+    for name, content in files:
+        if len(previews) >= limit or name.lower().endswith(".zip"):
+            continue
+        try:
+            with open_image(io.BytesIO(content)) as image:  # allowed formats, pixel limit first
+                image.draft("RGB", (side, side))
+                preview = image.convert("RGB")
+                preview.thumbnail((side, side))
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            continue
+        previews.append((name, preview))
+    return previews

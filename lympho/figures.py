@@ -45,8 +45,8 @@ GENDER_NAMES = {"F": "Female", "M": "Male"}
 SERIES_COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00",
                  "#7F7F7F", "#F0E442", "#000000")
 #: Colours for configurations: each configuration always gets the same one (:func:`config_color`).
-CONFIG_PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#7F3C8D", "#11A579",
-                  "#3969AC", "#B8860B", "#E73F74", "#6B8E23")
+CONFIG_PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#7F3C8D", "#8C6D31",
+                  "#999933", "#882255", "#44AA99", "#332288")
 #: Fields that do not change which model a configuration is (only how it was evaluated).
 _NOT_IDENTITY = ("folds", "repeats", "seed", "precision")
 _IMAGE_FIELDS = ("encoder", "backbone", "weights", "pooling", "crop")  # backbone: runs before 2026-11
@@ -489,4 +489,31 @@ def benchmark_comparison(rows: Sequence[Mapping], title: str = "Balanced accurac
                                                             yanchor="bottom"))
     fig.update_xaxes(range=[0.5, 1.0], showgrid=True, gridcolor="#E5E7EB")
     fig.update_yaxes(autorange="reversed", showgrid=False)
+    return fig
+
+
+# --------------------------------------------------------------------------- cells
+
+#: Outline colours of the segmentation overlay (RGB).
+NUCLEUS_OUTLINE = (230, 0, 126)
+CELL_OUTLINE = (0, 200, 255)
+
+
+def cell_segmentation(masks: Mapping, title: str = "Segmentation used by the morphology encoder") -> go.Figure:
+    """The cell crop beside the same crop with its nucleus (magenta) and cell (cyan) outlines,
+    from :func:`lympho.encoders.morphology.masks`, so a user can judge the segmentation."""
+    image = np.asarray(masks["image"], dtype=np.uint8)
+    overlay = image.copy()
+    for name, color in (("cell_outline", CELL_OUTLINE), ("nucleus_outline", NUCLEUS_OUTLINE)):
+        outline = np.asarray(masks[name], dtype=bool)
+        thick = outline | np.roll(outline, 1, 0) | np.roll(outline, 1, 1)  # 2 px, visible when scaled
+        overlay[thick] = color
+    fig = go.Figure()
+    fig.add_trace(go.Image(z=np.concatenate([image, np.full((image.shape[0], 8, 3), 255, np.uint8), overlay],
+                                            axis=1), hoverinfo="skip"))
+    note = "segmentation FAILED: the encoder flags this cell" if masks.get("failed") else \
+        "magenta: nucleus, cyan: cell"
+    _styled(fig, f"{title} ({note})", height=360, margin=dict(l=10, r=10, t=50, b=10))
+    fig.update_xaxes(visible=False, showline=False)
+    fig.update_yaxes(visible=False, showline=False, scaleanchor="x")
     return fig

@@ -5,6 +5,8 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
+from lympho.reference import RECOMMENDED_ESTIMATE
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -29,7 +31,8 @@ def test_demo_cohort_is_the_default_and_marked(monkeypatch):
     app = start(monkeypatch)
     assert any("SYNTHETIC DEMO COHORT" in w.value for w in app.sidebar.warning)
     assert app.metric[0].value == "48"  # labelled patients, on the overview
-    assert "0.878 ± 0.051" in " ".join(m.value for m in app.markdown)  # the recommended model, with its spread
+    estimate = RECOMMENDED_ESTIMATE["balanced_accuracy"]  # the recommended model, with its spread
+    assert f"**{estimate['estimate']:.3f}** (95% CI {estimate['ci_low']:.2f}" in " ".join(m.value for m in app.markdown)
 
 
 def test_real_cohort_from_lympho_data(monkeypatch, real_data):

@@ -194,6 +194,20 @@ def test_roc_overlay_one_curve_per_run_in_its_colour(runs):
     assert fig.data[0].line.color == figures.config_color(runs[0]["config"]) and "AUC" in fig.data[0].name
 
 
+def test_cell_segmentation_draws_both_outlines():
+    nucleus = np.zeros((20, 20), bool)
+    nucleus[8:12, 8:12] = True
+    cell = np.zeros((20, 20), bool)
+    cell[4:16, 4:16] = True
+    masks = {"image": np.full((20, 20, 3), 200, np.uint8), "nucleus_outline": nucleus, "cell_outline": cell,
+             "failed": False}
+    z = np.asarray(figures.cell_segmentation(masks).data[0].z)
+    assert z.shape == (20, 48, 3)  # raw | gap | overlay
+    assert tuple(z[0, 0]) == (200, 200, 200) and tuple(z[8, 28 + 8]) == figures.NUCLEUS_OUTLINE
+    assert tuple(z[4, 28 + 4]) == figures.CELL_OUTLINE
+    assert "FAILED" in figures.cell_segmentation({**masks, "failed": True}).layout.title.text
+
+
 # --------------------------------------------------------------------------- reports
 
 

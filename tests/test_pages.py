@@ -55,6 +55,7 @@ def test_data_page(cohort, isolated_cache):
     patient = cohort.patients[3]
     app.selectbox(key="data_patient").set_value(patient.id).run()
     assert f"**{patient.id}**" in texts(app) and len(app.get("image")[0].proto.imgs) == len(patient.images)
+    assert "magenta: nucleus" in app.get("plotly_chart")[-1].proto.spec  # the segmentation of one cell
 
 
 def test_data_page_without_cohort_says_what_to_do(isolated_cache):

@@ -1,0 +1,55 @@
+"""The Score page's core: result keys, inputs as used, the model card, upload previews."""
+
+import io
+from datetime import date
+
+from PIL import Image
+
+from lympho.decision import inputs_used, model_card, result_key, thumbnails
+
+
+def jpeg(colour) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (224, 224), colour).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def test_result_key_changes_with_any_input_file_or_model():
+    files = [("a.jpg", jpeg("red"))]
+    key = result_key("m1@t", {"count": 10}, files)
+    assert key == result_key("m1@t", {"count": 10}, list(files))
+    assert len({key, result_key("m2@t", {"count": 10}, files), result_key("m1@t", {"count": 11}, files),
+                result_key("m1@t", {"count": 10}, [("a.jpg", jpeg("blue"))])}) == 4
+
+
+def test_inputs_used_says_how_the_age_was_derived():
+    used = dict(inputs_used("P-1", "F", 12.5, 49.63, date(1970, 5, 14), None, 0, False))
+    assert used["Age"].startswith("49.6 years at 2020-01-01") and "1970-05-14" in used["Age"]
+    assert used["Images"] == "none needed" and used["Gender"] == "Female"
+    assert "from 76 years today" in dict(inputs_used("P-1", "M", 5, 69.1, None, 76, 3, True))["Age"]
+
+
+def test_model_card_names_cohort_features_operating_point_and_versions():
+    meta = {"label": "XGBoost, clinical", "format": 2, "created": "2026-11-29T22:00:00", "sha256": "ab" * 32,
+            "config": {"features": "clinical", "imbalance": "weights"},
+            "cohort": {"name": "lymphocytosis", "n_labelled": 110, "synthetic": False},
+            "versions": {"scikit-learn": "1.9.1", "torch": "2.14.1"},
+            "operating_point": {"threshold": 0.31, "target_sensitivity": 0.95, "estimate": {
+                "level": 0.95, "repeats": 10, "method": "leave-one-repeat-out",
+                "metrics": {"recall": {"estimate": 0.95, "low": 0.9, "high": 0.99},
+                            "specificity": {"estimate": 0.7, "low": 0.6, "high": 0.8}}}}}
+    card = dict(model_card(meta))
+    assert card["Model"] == "XGBoost, clinical · Class weights" and "110 labelled" in card["Trained on"]
+    point = card["Operating point"]
+    assert "threshold 0.310" in point and "95% from 10 CV repeats" in point
+    assert "sensitivity 0.95 (95% CI 0.90–0.99)" in point and "specificity 0.70" in point
+    assert "scikit-learn 1.9.1" in card["Version"] and card["Trained"] == "2026-11-29 22:00:00"
+    assert "Encoder" not in card  # clinical-only
+    meta["encoder"] = {"name": "resnet18", "version": "tv-1", "device": "cpu", "precision": "bf16"}
+    assert dict(model_card(meta))["Encoder"] == "resnet18 tv-1, device cpu, precision bf16"
+
+
+def test_thumbnails_skip_zips_and_broken_files():
+    files = [("a.jpg", jpeg("red")), ("b.zip", b"PK"), ("c.jpg", b"not an image"), ("d.jpg", jpeg("blue"))]
+    previews = thumbnails(files)
+    assert [name for name, _ in previews] == ["a.jpg", "d.jpg"] and max(previews[0][1].size) <= 96
