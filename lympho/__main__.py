@@ -22,7 +22,7 @@ from lympho.data import (REFERENCE_DATE, SPLITS, CacheError, CohortError, defaul
 from lympho.encoders import ENCODERS, PRECISIONS, WEIGHTS
 from lympho.experiment import (FEATURE_SETS, RECOMMENDED, TABLE2_ROWS, TARGET_SENSITIVITY, THRESHOLD_REPEATS,
                                ExperimentConfig, write_json_atomic)
-from lympho.models import CLASSIFIERS, IMBALANCE
+from lympho.models import CLASSIFIERS, COMBINES, FUSIONS, IMAGE_MODELS, IMBALANCE
 from lympho.pooling import POOLINGS
 
 #: lympho.evaluation.METRICS, spelled out so that parsing never imports scikit-learn
@@ -33,7 +33,14 @@ CONFIG_OPTIONS = {  # option -> (type, choices); None means "keep the base confi
     "pooling": (str, tuple(POOLINGS)), "classifier": (str, CLASSIFIERS),
     "imbalance": (str, IMBALANCE), "precision": (str, PRECISIONS),
     "folds": (int, None), "repeats": (int, None), "seed": (int, None), "crop": (int, None),
+    "image_model": (str, None), "fusion": (str, FUSIONS), "combine": (str, COMBINES),
+    "image_classifier": (str, CLASSIFIERS),
 }
+HELP = {"image_model": f"image expert(s): {', '.join(IMAGE_MODELS)}, or several joined by + (late fusion)",
+        "fusion": "clinical + images: early (one table) or late (experts combined)",
+        "combine": "late fusion: mean of the experts' probabilities, or stacked (logistic regression on "
+                   "inner out-of-fold predictions)",
+        "image_classifier": "classifier of the pooled image expert in late fusion"}
 
 
 #: The report's setting for Table 2: ImageNet ResNet18 features, mean-pooled, weighted loss.
@@ -72,15 +79,17 @@ def add_config_options(parser: argparse.ArgumentParser, base: ExperimentConfig,
         kind, choices = CONFIG_OPTIONS[name]
         default = getattr(base, name)
         aliases = ("--backbone",) if name == "encoder" else ()  # the option's name before 2026-11
-        parser.add_argument(f"--{name}", *aliases, dest=name, type=kind, choices=choices,
-                            help=f"default: {'none' if default is None else default}")
+        default_text = f"default: {'none' if default is None else default}"
+        parser.add_argument(f"--{name.replace('_', '-')}", *aliases, dest=name, type=kind, choices=choices,
+                            help=f"{HELP[name]}; {default_text}" if name in HELP else default_text)
     if "features" in names:
         parser.add_argument("--raw-count", action="store_true", help="use the lymphocyte count unlogged")
 
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=("local", "ray"), default="local",
-                        help="local: this machine (default); ray: a Ray cluster (pip install -r requirements-ray.txt)")
+                        help="local: this machine (default); ray: a Ray cluster "
+                             "(pip install -r requirements-ray.txt)")
     parser.add_argument("--address", help="Ray cluster to join, e.g. ray://head:10001 (default: $RAY_ADDRESS, "
                         "else a local Ray instance on this machine's cores)")
 
@@ -137,6 +146,16 @@ def summary_line(summary: dict) -> str:
     return "  ".join(f"{m}={summary[m]['mean']:.3f}±{summary[m]['std']:.3f}" for m in METRICS)
 
 
+def print_headline(run: dict) -> None:
+    """A run's headline figures with their intervals (lympho.evaluation.run_estimates), if it has them."""
+    from lympho.evaluation import run_estimates
+
+    estimates = run_estimates(run)
+    if estimates is not None:
+        print(f"at threshold {estimates['threshold']:g} (malignant when probability >= threshold):")
+        print("\n".join(headline_lines(estimates)))
+
+
 def headline_lines(estimates: dict) -> list[str]:
     """The headline metrics with their intervals, worded as everywhere else (format_estimate)."""
     from lympho.evaluation import HEADLINE, format_estimate
@@ -167,8 +186,7 @@ def cmd_evaluate(args) -> None:
     print(f"{run['label']}  ({'synthetic demo' if cohort.synthetic else cohort.name})")
     print(fold_table(run["folds"]).to_string(index=False, float_format="%.3f"))
     print("mean ± std over folds (sample std, ddof=1): " + summary_line(run["summary"]))
-    print(f"at threshold {run['summary']['threshold']:g} (malignant when probability >= threshold):")
-    print("\n".join(headline_lines(run["summary"]["headline"])))
+    print_headline(run)
     print(f"run stored as {run_id}")
     if args.json:
         write_json_atomic(args.json, {k: run[k] for k in ("config", "cohort", "folds", "summary")})
@@ -193,7 +211,7 @@ def comma_list(allowed):
 
 def cmd_ablation(args) -> None:
     from lympho import reports
-    from lympho.experiment import ablation_table, run_ablation, table2_layout
+    from lympho.experiment import ablation_table, fusion_configs, run_ablation, table2_layout
 
     cohort = load(args)
     base = config_from(args, ABLATION_BASE)
@@ -202,8 +220,9 @@ def cmd_ablation(args) -> None:
                                    args.classifiers or ["svm", "mlp"])) if custom else TABLE2_ROWS)
     runs, bars, engine = [], ProgressBars(), engine_of(args)
     for imbalance in args.imbalances or [base.imbalance]:
+        configs = fusion_configs(dataclasses.replace(base, imbalance=imbalance)) if args.fusion_rows else None
         runs += run_ablation(cohort, dataclasses.replace(base, imbalance=imbalance), rows,
-                             cache_dir_of(args), bars, engine=engine)[1]
+                             cache_dir_of(args), bars, engine=engine, configs=configs)[1]
     table = ablation_table(runs)
     store = run_store_of(args)
     for run in runs:
@@ -382,7 +401,8 @@ def cmd_runs_show(args) -> None:
     if run.get("note"):
         print(f"note: {run['note']}")
     print(fold_table(run["folds"]).to_string(index=False, float_format="%.3f"))
-    print("mean±std: " + summary_line(run["summary"]))
+    print("mean ± std over folds (sample std, ddof=1): " + summary_line(run["summary"]))
+    print_headline(run)
 
 
 def cmd_runs_edit(args) -> None:
@@ -448,8 +468,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     ablation = commands.add_parser("ablation", help="the report's Table 2, five rows")
     add_data_options(ablation)
-    add_config_options(ablation, ABLATION_BASE, ("encoder", "weights", "pooling", "imbalance", "folds",
-                                                 "repeats", "seed", "precision", "crop"))
+    add_config_options(ablation, ABLATION_BASE, ("encoder", "weights", "pooling", "classifier", "imbalance", "folds",
+                                                 "repeats", "seed", "precision", "crop", "image_model",
+                                                 "combine", "image_classifier"))
+    ablation.add_argument("--fusion-rows", action="store_true",
+                          help="instead of Table 2: clinical alone, each image expert alone, early fusion "
+                               "(pooled images) and late fusion, side by side")
     ablation.add_argument("--feature-sets", type=comma_list(FEATURE_SETS),
                           help="custom grid: comma list of clinical,images,both")
     ablation.add_argument("--classifiers", type=comma_list(CLASSIFIERS), help="custom grid: comma list")

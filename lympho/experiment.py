@@ -22,7 +22,7 @@ import numpy as np
 from lympho.data import (Cohort, Patient, categorical_columns, clinical_matrix, clinical_names,
                          write_text_atomic)
 from lympho.encoders import ENCODERS, PRECISIONS, WEIGHTS, uses_torchvision_options
-from lympho.models import CLASSIFIERS, IMBALANCE
+from lympho.models import CLASSIFIERS, COMBINES, FUSIONS, IMAGE_MODELS, IMBALANCE
 from lympho.pooling import POOLINGS, pool_bags, pooled_names
 
 if TYPE_CHECKING:
@@ -51,16 +51,48 @@ class ExperimentConfig:
     log_count: bool = True
     precision: str = "auto"
     crop: int | None = None
+    #: the image expert(s): "pooled", "attention", "topk", "cellcnn", or several joined by "+"
+    image_model: str = "pooled"
+    #: clinical + images: "early" (one table, one classifier) or "late" (experts, combined)
+    fusion: str = "early"
+    #: how late fusion combines the experts' probabilities: "mean" or "stacked"
+    combine: str = "mean"
+    #: the pooled image expert's classifier in late fusion (None: ``classifier``)
+    image_classifier: str | None = None
 
     def __post_init__(self):
         choices = {"features": FEATURE_SETS, "encoder": tuple(ENCODERS), "weights": WEIGHTS,
                    "pooling": tuple(POOLINGS), "classifier": CLASSIFIERS,
-                   "imbalance": IMBALANCE, "precision": PRECISIONS}
+                   "imbalance": IMBALANCE, "precision": PRECISIONS, "fusion": FUSIONS, "combine": COMBINES,
+                   "image_classifier": (None, *CLASSIFIERS)}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"{name}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
+                raise ValueError(f"{name}: {getattr(self, name)!r} is not one of {', '.join(map(str, allowed))}")
         if self.folds < 2 or self.repeats < 1:
             raise ValueError(f"folds must be >= 2 and repeats >= 1, got {self.folds} and {self.repeats}")
+        experts = self.image_experts
+        if any(e not in IMAGE_MODELS for e in experts) or len(set(experts)) != len(experts):
+            raise ValueError(f"image_model: {self.image_model!r} is not one or more of {', '.join(IMAGE_MODELS)} "
+                             f"joined by '+'")
+        if self.features == "both" and self.fusion == "early" and experts != ("pooled",):
+            raise ValueError(f"image_model {self.image_model!r} needs fusion='late': early fusion concatenates "
+                             f"pooled image features with the clinical ones")
+
+    @property
+    def image_experts(self) -> tuple[str, ...]:
+        return tuple(self.image_model.split("+"))
+
+    @property
+    def uses_records(self) -> bool:
+        """Whether the model reads patient records (experts, bags, images) rather than one
+        table: late fusion, learned pooling or the cell CNN."""
+        return self.uses_images and (self.image_experts != ("pooled",) or
+                                     (self.features == "both" and self.fusion == "late"))
+
+    @property
+    def uses_encoder(self) -> bool:
+        """Whether instance features are extracted (every image expert but the cell CNN)."""
+        return self.uses_images and any(e != "cellcnn" for e in self.image_experts)
 
     @property
     def backbone(self) -> str:
@@ -90,12 +122,19 @@ class ExperimentConfig:
         return hashlib.sha1(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
     def label(self) -> str:
-        """A short human name, e.g. ``MLP, clinical + resnet18/mean``."""
-        images = f"{self.encoder}/{self.pooling}"
-        if uses_torchvision_options(self.encoder) and self.weights != "imagenet":
-            images += f" ({self.weights})"
-        parts = {"clinical": "clinical", "images": images, "both": f"clinical + {images}"}
-        return f"{CLASSIFIER_NAMES[self.classifier]}, {parts[self.features]}"
+        """A short human name, e.g. ``MLP, clinical + resnet18/mean`` or, late fusion,
+        ``late mean: XGBoost clinical | LogReg morphology/moments | cell CNN``."""
+        weights = " (none)" if uses_torchvision_options(self.encoder) and self.weights != "imagenet" else ""
+        images = f"{self.encoder}/{self.pooling}{weights}"
+        if not self.uses_records:
+            parts = {"clinical": "clinical", "images": images, "both": f"clinical + {images}"}
+            return f"{CLASSIFIER_NAMES[self.classifier]}, {parts[self.features]}"
+        names = {"pooled": f"{CLASSIFIER_NAMES[self.image_classifier or self.classifier]} {images}",
+                 "attention": f"attention-MIL {self.encoder}{weights}", "topk": f"top-k MIL {self.encoder}{weights}",
+                 "cellcnn": "cell CNN"}
+        experts = ([f"{CLASSIFIER_NAMES[self.classifier]} clinical"] if self.features == "both" else []) + \
+            [names[e] for e in self.image_experts]
+        return experts[0] if len(experts) == 1 else f"late {self.combine}: " + " | ".join(experts)
 
 
 #: Chosen by 20 x repeated 3-fold cross-validation on the real cohort
@@ -121,7 +160,17 @@ def make_extractor(config: ExperimentConfig, cache_dir: Path | None, engine=None
 
 def design_matrix(patients: Sequence[Patient], config: ExperimentConfig,
                   bags: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, list[str]]:
-    """Patient-level features for ``config``; ``bags`` are the instance features, if used."""
+    """Patient-level features for ``config``; ``bags`` are the instance features, if used.
+
+    A table (n_patients, columns) and its column names, or, when ``config.uses_records``,
+    patient records (:func:`lympho.models.fusion.records`) and the names of their parts."""
+    if config.uses_records:
+        from lympho.models.fusion import records
+
+        clinical = clinical_matrix(patients, config.log_count)
+        names = clinical_names(config.log_count) + ([f"bag:{config.encoder}"] if bags is not None else []) + \
+            (["images"] if "cellcnn" in config.image_experts else [])
+        return records(clinical, bags, [p.images for p in patients]), names
     blocks, names = [], []
     if config.features in ("clinical", "both"):
         blocks.append(clinical_matrix(patients, config.log_count))
@@ -135,15 +184,59 @@ def design_matrix(patients: Sequence[Patient], config: ExperimentConfig,
 
 def config_pipeline(config: ExperimentConfig, names: Sequence[str]):
     """``config``'s unfitted pipeline for a design matrix with columns ``names`` (SMOTE-NC
-    keeps its categorical columns categorical)."""
+    keeps its categorical columns categorical), or its expert model over patient records."""
     from lympho.models.classifiers import make_pipeline
 
+    if config.uses_records:
+        return record_model(config)
     return make_pipeline(config.classifier, config.imbalance, config.seed, categorical_columns(list(names)))
+
+
+def record_model(config: ExperimentConfig):
+    """The experts of ``config`` over patient records: the clinical expert (features
+    "both"), one per image model; one expert alone, or their :class:`LateFusion`."""
+    from imblearn.pipeline import Pipeline
+
+    from lympho.models.classifiers import make_pipeline
+    from lympho.models.fusion import LateFusion, PatientView
+
+    def tabular(part: str, classifier: str, names: Sequence[str]):
+        inner = make_pipeline(classifier, config.imbalance, config.seed, categorical_columns(list(names)))
+        return Pipeline([("view", PatientView(part, config.pooling)), *inner.steps])
+
+    experts = [("clinical", tabular("clinical", config.classifier, clinical_names(config.log_count)))] \
+        if config.features == "both" else []
+    for name in config.image_experts:
+        experts.append((name, tabular("pooled", config.image_classifier or config.classifier, [])
+                        if name == "pooled" else _learned_expert(name, config)))
+    if len(experts) == 1:
+        return experts[0][1]
+    return LateFusion(experts, combine=config.combine, random_state=config.seed)
+
+
+def _learned_expert(name: str, config: ExperimentConfig):
+    """An attention / top-k MIL expert over instance features, or the cell CNN over pixels."""
+    from imblearn.pipeline import Pipeline
+
+    from lympho.models.fusion import PatientView
+
+    class_weight = None if config.imbalance == "none" else "balanced"  # SMOTE has no bags: weights instead
+    if name == "cellcnn":
+        from lympho.models.cellcnn import CellCNNClassifier
+
+        return Pipeline([("view", PatientView("images")),
+                         ("clf", CellCNNClassifier(class_weight=class_weight, precision=config.precision,
+                                                   random_state=config.seed))])
+    from lympho.models.mil import AttentionMILClassifier, TopKMILClassifier
+
+    model = (AttentionMILClassifier if name == "attention" else TopKMILClassifier)(
+        class_weight=class_weight, random_state=config.seed)
+    return Pipeline([("view", PatientView("bags")), ("clf", model)])
 
 
 def instance_bags(patients: Sequence[Patient], config: ExperimentConfig, cache_dir: Path | None,
                   progress: StageProgress | None = None, engine=None) -> list[np.ndarray] | None:
-    if not config.uses_images:
+    if not config.uses_encoder:
         return None
     on_extract = (lambda done, total: progress("extract", done, total)) if progress else None
     return make_extractor(config, cache_dir, engine).bags(patients, on_extract)
@@ -152,8 +245,18 @@ def instance_bags(patients: Sequence[Patient], config: ExperimentConfig, cache_d
 def encoder_record(config: ExperimentConfig) -> dict | None:
     """What produced the instance features: the encoder's name, code version and resolved
     parameters (device type, precision, weights, seed, library versions); None when the
-    config uses no images. Stored in every run record and model."""
-    return make_extractor(config, None).describe() if config.uses_images else None
+    config uses no instance features. Stored in every run record and model; with the cell
+    CNN, ``cell_cnn`` holds the device and precision it trains on."""
+    if not config.uses_images:
+        return None
+    record = make_extractor(config, None).describe() if config.uses_encoder else {"name": None}
+    if "cellcnn" in config.image_experts:
+        from lympho.encoders.torchvision import resolve_device, resolve_precision
+
+        device = resolve_device("auto")
+        record["cell_cnn"] = {"device": device.type, "precision": resolve_precision(config.precision, device),
+                              "torch": versions()["torch"]}
+    return record
 
 
 def cohort_summary(cohort: Cohort) -> dict:
@@ -199,16 +302,33 @@ def run_record(cohort: Cohort, config: ExperimentConfig, result) -> dict:
 TABLE2_ROWS = (("clinical", "svm"), ("both", "svm"), ("images", "svm"), ("both", "mlp"), ("images", "mlp"))
 
 
+def fusion_configs(base: ExperimentConfig) -> list[ExperimentConfig]:
+    """Clinical alone, each image expert of ``base`` alone, then their fusion: early (when
+    the image expert is the pooled one) and late (``base.combine``): an ablation that shows
+    what each part and each way of fusing adds."""
+    clinical = dataclasses.replace(base, features="clinical", image_model="pooled", fusion="early")
+    alone = [dataclasses.replace(base, features="images", image_model=e, fusion="early",
+                                 classifier=base.image_classifier or base.classifier)
+             for e in base.image_experts]
+    fused = [dataclasses.replace(base, features="both", fusion="late")]
+    if "pooled" in base.image_experts:
+        fused.insert(0, dataclasses.replace(base, features="both", fusion="early", image_model="pooled"))
+    return [clinical, *alone, *fused]
+
+
 def run_ablation(cohort: Cohort, base: ExperimentConfig,
                  rows: Sequence[tuple[str, str]] = TABLE2_ROWS, cache_dir: Path | None = None,
-                 progress: StageProgress | None = None, engine=None) -> tuple[pd.DataFrame, list[dict]]:
-    """Run each (features, classifier) row on shared cached features; one table row per fold.
+                 progress: StageProgress | None = None, engine=None,
+                 configs: Sequence[ExperimentConfig] | None = None) -> tuple[pd.DataFrame, list[dict]]:
+    """Run each (features, classifier) row of ``base`` (or the given ``configs``, e.g.
+    :func:`fusion_configs`) on shared cached features; one table row per fold.
 
     With ``engine`` (a :class:`lympho.distributed.RayEngine`) the features are extracted on
     the cluster and the grid runs as one task per configuration x repeat; same results.
     """
-    configs = [dataclasses.replace(base, features=f, classifier=c) for f, c in rows]
-    image_config = next((c for c in configs if c.uses_images), None)
+    configs = list(configs) if configs is not None else \
+        [dataclasses.replace(base, features=f, classifier=c) for f, c in rows]
+    image_config = next((c for c in configs if c.uses_encoder), None)
     patients = cohort.labelled()
     bags = instance_bags(patients, image_config, cache_dir, progress, engine) if image_config else None
     if engine is None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from lympho import figures
-from lympho.data import REFERENCE_DATE
+from lympho.data import REFERENCE_DATE, CohortError, read_image
 from lympho.evaluation import HEADLINE, METRICS, format_estimate, run_estimates
 
 #: At most this many cell thumbnails on a patient report.
@@ -332,16 +332,13 @@ def image_data_uri(image: bytes | str | Path, max_side: int = 256) -> str:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         mime = "image/webp"
     if mime is None:
-        from PIL import Image, UnidentifiedImageError
-
         try:
-            with Image.open(io.BytesIO(data)) as img:
-                img = img.convert("RGB")
-                img.thumbnail((max_side, max_side))
-                buffer = io.BytesIO()
-                img.save(buffer, format="PNG")
-        except (OSError, UnidentifiedImageError) as err:
-            raise ValueError(f"not a readable image ({err})") from None
+            img = read_image(io.BytesIO(data))
+        except CohortError as err:
+            raise ValueError(err.message) from None
+        img.thumbnail((max_side, max_side))
+        buffer = io.BytesIO()
+        img.save(buffer, format="PNG")
         data, mime = buffer.getvalue(), "image/png"
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 

@@ -351,28 +351,49 @@ def score_patient(model: TrainedModel, patient: Patient, cache_dir: Path | None 
 
 
 def instance_scores(model: TrainedModel, patient: Patient, cache_dir: Path | None = None) -> pd.DataFrame | None:
-    """How much each cell drives the patient's score: ``path`` (a Path), ``score``, highest first.
+    """How much each cell drives the patient's score: ``path`` (a Path), ``score`` and
+    ``measure`` (what the score is), highest first.
 
-    The classifier only ever sees a pooled bag, so a cell has no score of its own. Each
-    cell is scored instead as a bag of one: the patient's clinical values plus that cell's
-    features, pooled (a single cell pools to itself for mean, max and meanmax) and passed
-    through the fitted pipeline; the score is the resulting probability of malignancy,
-    in [0, 1]. It answers "what would the model say if every cell looked like this one",
-    so the top rows are the cells that push the patient towards malignant and the bottom
-    rows those that push towards reactive. With mean pooling and a linear classifier the
-    patient's logit is exactly the mean of these cells' logits; otherwise it is a ranking
-    aid, not a decomposition, and the clinical values (held fixed) shift every cell alike.
+    Models that weigh cells themselves (attention or top-k MIL, the cell CNN, or a late
+    fusion holding one) give their own weights: ``attention weight`` (the share of the
+    patient's embedding each cell makes up; sums to 1) or, for top-k, ``cell probability``
+    (each cell's own probability of malignancy): "the cells the model weighed most".
+
+    Otherwise the classifier only ever sees a pooled bag, so a cell has no score of its own.
+    Each cell is scored instead as a bag of one (``bag-of-one probability``): the patient's
+    clinical values plus that cell's features, pooled (a single cell pools to itself for
+    mean, max and meanmax) and passed through the fitted pipeline; the score is the
+    resulting probability of malignancy, in [0, 1]. It answers "what would the model say if
+    every cell looked like this one", so the top rows are the cells that push the patient
+    towards malignant and the bottom rows those that push towards reactive. With mean
+    pooling and a linear classifier the patient's logit is exactly the mean of these cells'
+    logits; otherwise it is a ranking aid, not a decomposition, and the clinical values
+    (held fixed) shift every cell alike.
 
     Returns None for a clinical-only model, which does not use images.
     """
+    from lympho.models.fusion import instance_weights
+
     config = model.config
     if not config.uses_images:
         return None
+    unlabelled = dataclasses.replace(patient, label=UNKNOWN_LABEL)
+    bags = instance_bags([unlabelled], config, cache_dir)
+    paths = [Path(p) for p in unlabelled.images]
+    if config.uses_records:
+        X, _ = design_matrix([unlabelled], config, bags)
+        weights = instance_weights(model.pipeline, X)
+        if weights is not None:
+            learned = next(e for e in config.image_experts if e != "pooled")
+            measure = "cell probability" if learned == "topk" else "attention weight"
+            return _ranked(paths, weights[0], measure)
     if config.pooling not in ("mean", "max", "meanmax"):
         raise ModelError(f"instance scores are not defined for {config.pooling!r} pooling")
-    unlabelled = dataclasses.replace(patient, label=UNKNOWN_LABEL)
-    bag = instance_bags([unlabelled], config, cache_dir)[0]
+    bag = bags[0]
     X, _ = design_matrix([unlabelled] * len(bag), config, [row[None, :] for row in bag])
-    scores = model.pipeline.predict_proba(X)[:, 1]
-    frame = pd.DataFrame({"path": [Path(p) for p in unlabelled.images], "score": scores.astype(float)})
+    return _ranked(paths, model.pipeline.predict_proba(X)[:, 1], "bag-of-one probability")
+
+
+def _ranked(paths: list[Path], scores, measure: str) -> pd.DataFrame:
+    frame = pd.DataFrame({"path": paths, "score": np.asarray(scores, dtype=float), "measure": measure})
     return frame.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)

@@ -2,9 +2,18 @@
 
 - ``classifiers``: the tabular pipelines (SVM, MLP, XGBoost, logistic regression) with their
   imbalance handling.
+- ``mil``: learned pooling over cached instance features (gated attention, top-k).
+- ``cellcnn``: a small CNN trained from pixels as attention-MIL.
+- ``fusion``: late fusion of a clinical expert and image experts over patient records.
 
 This module imports no torch, scikit-learn or xgboost: the names below are cheap to list.
 """
 
 CLASSIFIERS = ("svm", "mlp", "xgboost", "logreg")
 IMBALANCE = ("none", "weights", "smote")
+#: How an image expert turns a patient's cells into evidence: a fixed pooling followed by a
+#: tabular classifier, learned attention or top-k pooling over instance features, or the
+#: cell CNN from pixels. Several, joined by "+", are several experts (late fusion).
+IMAGE_MODELS = ("pooled", "attention", "topk", "cellcnn")
+FUSIONS = ("early", "late")
+COMBINES = ("mean", "stacked")

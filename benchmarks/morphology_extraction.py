@@ -1,0 +1,71 @@
+"""Morphology extraction speed: a whole `python -m lympho extract --encoder morphology` process.
+
+In the same run, two references on the same images: PIL decoding the full 224 px JPEGs in
+one process (the I/O and decoding a naive per-image loop pays before any feature), and the
+morphology encoder itself run serially in one process. The whole process (cold cache: hashing,
+decoding at half resolution in worker processes, segmentation, features, cache writes; then
+warm) is reported in img/s and as a ratio to those references, with whether it imported
+torch (it should not).
+
+    python benchmarks/morphology_extraction.py [--data DIR] [--images 0 (whole cohort)] [--reference-images 600]
+"""
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from extraction import cpu_model, extract_process, subset_cohort  # noqa: E402
+
+from lympho.data import load_cohort, read_image  # noqa: E402
+from lympho.encoders import make_encoder  # noqa: E402
+
+
+def decode_rate(paths) -> float:
+    started = time.perf_counter()
+    for path in paths:
+        read_image(path).load()
+    return len(paths) / (time.perf_counter() - started)
+
+
+def serial_rate(paths) -> float:
+    encoder = make_encoder("morphology")
+    started = time.perf_counter()
+    encoder.encode([encoder.load(path) for path in paths])
+    return len(paths) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "lymphocytosis")
+    parser.add_argument("--images", type=int, default=0, help="subset size (0: the whole cohort)")
+    parser.add_argument("--reference-images", type=int, default=600)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        data = subset_cohort(args.data, work / "cohort", args.images) if args.images else args.data
+        paths = [p for patient in load_cohort(data).patients for p in patient.images]
+        sample = paths[:: max(1, len(paths) // args.reference_images)][: args.reference_images]
+        decode_before, serial_before = decode_rate(sample), serial_rate(sample)
+        cold = extract_process(data, "morphology", work / "cache")
+        warm = extract_process(data, "morphology", work / "cache")
+        decode, serial = (decode_before + decode_rate(sample)) / 2, (serial_before + serial_rate(sample)) / 2
+    cold_rate = len(paths) / cold["seconds"]
+    print(json.dumps({
+        "machine": cpu_model(), "images": len(paths),
+        "reference_pil_full_decode_one_process_img_s": decode, "reference_morphology_serial_img_s": serial,
+        "cold_process_s": cold["seconds"], "cold_process_img_s": cold_rate,
+        "cold_vs_pil_decode": cold_rate / decode, "cold_vs_serial": cold_rate / serial,
+        "warm_process_s": warm["seconds"], "peak_rss_mb": cold["peak_rss_mb"],
+        "imports_torch": cold["imports_torch"], "cold_output": cold["output"],
+    }, indent=1))
+
+
+if __name__ == "__main__":
+    main()
