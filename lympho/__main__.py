@@ -88,7 +88,8 @@ def add_config_options(parser: argparse.ArgumentParser, base: ExperimentConfig,
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=("local", "ray"), default="local",
-                        help="local: this machine (default); ray: a Ray cluster (pip install -r requirements-ray.txt)")
+                        help="local: this machine (default); ray: a Ray cluster "
+                             "(pip install -r requirements-ray.txt)")
     parser.add_argument("--address", help="Ray cluster to join, e.g. ray://head:10001 (default: $RAY_ADDRESS, "
                         "else a local Ray instance on this machine's cores)")
 
