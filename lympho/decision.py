@@ -117,7 +117,7 @@ def thumbnails(files: Sequence[tuple[str, bytes]], limit: int = 60, side: int = 
                 image.draft("RGB", (side, side))
                 preview = image.convert("RGB")
                 preview.thumbnail((side, side))
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # CohortError is a ValueError
             continue
         previews.append((name, preview))
     return previews

@@ -130,15 +130,18 @@ def test_five_sessions_at_once(server, browser):
         page.get_by_label("Seed").fill(str(seed))
         page.get_by_label("Seed").press("Enter")
         wait_for_idle(page)
-    for page in scorers:
+    for number, page in enumerate(scorers):
+        page.get_by_label("Patient ID").fill(f"P-{number} {HOSTILE}")  # typed by a user: shown as text
         page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files([str(p) for p in server["patient"]])
-        page.get_by_text(server["patient"][0].name).first.wait_for()
+        page.get_by_text(server["patient"][-1].name).first.wait_for()
+        page.wait_for_timeout(1000)  # let every upload finish
+        wait_for_idle(page)
 
     started = time.perf_counter()
     for page in experiments:
         page.get_by_role("button", name="Run experiment").click()
     for page in scorers:
-        page.get_by_role("button", name="Score").click()
+        page.get_by_role("button", name="Score", exact=True).click()
     probe_started = time.perf_counter()
     probe = new_pages(browser, [f"{url}/data"])[0]  # a sixth visitor, while all five work
     probe_seconds = time.perf_counter() - probe_started
@@ -150,7 +153,7 @@ def test_five_sessions_at_once(server, browser):
         page.get_by_text(text, exact=text != "Stored as run").first.wait_for(timeout=120_000)
         finished[name] = time.perf_counter() - started
         wait_for_idle(page)
-        assert no_exception(page), name
+        assert no_exception(page) and page.locator("img[src='x']").count() == 0, name
     sampler.stopped.set()
     sampler.join()
 
