@@ -6,7 +6,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed-requirements
 RAY_STAMP := $(VENV)/.installed-requirements-ray
 
-.PHONY: run test bench
+.PHONY: run serve test bench
 
 $(STAMP): requirements.txt
 	@echo "== Installing the Python environment into $(VENV) from requirements.txt: once (and again when"
@@ -22,6 +22,14 @@ $(RAY_STAMP): requirements-ray.txt $(STAMP)
 
 run: $(STAMP)
 	$(VENV)/bin/python -m streamlit run app.py
+
+# The dashboard for a team: every network interface (ADDRESS, PORT), and only behind a login
+# (an [auth] section in .streamlit/secrets.toml; see .streamlit/secrets.toml.example and the README).
+ADDRESS ?= 0.0.0.0
+PORT ?= 8501
+serve: $(STAMP)
+	@grep -qs '^\[auth\]' .streamlit/secrets.toml || { echo "make serve: no [auth] section in .streamlit/secrets.toml: the dashboard shows patient data and is served to a network only behind a login (see the README, Limits and security). For this machine only: make run" >&2; exit 2; }
+	$(VENV)/bin/python -m streamlit run app.py --server.address $(ADDRESS) --server.port $(PORT)
 
 test: $(STAMP) $(RAY_STAMP)
 	$(VENV)/bin/python -m pytest

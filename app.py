@@ -7,9 +7,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from lympho.data import CohortError, default_cache_dir, remember_data_dir, remembered_data_dirs, resolve_cohort
+from lympho.data import CohortError, remember_data_dir, remembered_data_dirs, resolve_cohort
 from lympho.jobs import Job
 from lympho.synthetic import demo_cohort_dir, demo_cohort_ready
+from app_pages.guard import require_login, usable_cache_or_stop
 from app_pages.shell import job_indicator, keep_remembered_state
 
 st.set_page_config(page_title="lympho", page_icon="🔬", layout="wide")
@@ -85,13 +86,14 @@ def pick_cohort(cache: Path) -> None:
         st.caption(f"⚠️ {warning}")
 
 
+require_login()
 # Less empty space above each page, so a 1280 x 720 projector shows the content.
 st.html("<style>[data-testid='stMainBlockContainer'] { padding-top: 2.5rem; }</style>")
 keep_remembered_state()
 with st.sidebar:
     st.title("lympho")
     st.caption("Reactive or malignant lymphocytosis, from blood-smear images and clinical data.")
-    cache = default_cache_dir()
+    cache = usable_cache_or_stop()
     st.session_state["cache_dir"] = str(cache)
     pick_cohort(cache)
     if st.session_state["cohort"] is not None:  # after the demo cohort's generation, not competing with it

@@ -8,9 +8,9 @@ import streamlit as st
 
 from lympho import figures, reference, reports
 from lympho.experiment import (CLASSIFIER_NAMES, FEATURE_SETS, TABLE2_ROWS, ExperimentConfig, ablation_table,
-                               run_ablation, table2_layout)
+                               fusion_configs, run_ablation, table2_layout)
 from lympho.models.classifiers import CLASSIFIERS, IMBALANCE
-from app_pages.common import finished_job, image_options, run_store, synthetic_banner
+from app_pages.common import config_form, finished_job, image_options, run_store, synthetic_banner
 from app_pages.shell import cache_dir, current_cohort, job_busy, remember, start_job
 
 SLOT = "ablation"
@@ -18,10 +18,17 @@ SLOT = "ablation"
 cohort = current_cohort()
 st.header("Ablation")
 synthetic_banner()
-grid_choice = st.radio("Grid", ("The report's Table 2 (five rows)", "Custom grid"), horizontal=True,
-                       key=remember("abl_grid", "The report's Table 2 (five rows)"))
+GRIDS = ("The report's Table 2 (five rows)", "Custom grid", "Clinical vs image experts vs fusion")
+grid_choice = st.radio("Grid", GRIDS, horizontal=True, key=remember("abl_grid", GRIDS[0]))
 busy = job_busy(SLOT)
-if grid_choice.startswith("Custom"):
+fusion_base = None
+if grid_choice == GRIDS[2]:
+    st.caption("Clinical alone, each image expert alone, then their fusion (early when the image expert is the "
+               "pooled one, and late): what each part and each way of fusing adds. Set the fused model here.")
+    fusion_base = config_form("abl_fusion", ExperimentConfig(features="both", fusion="late", encoder="morphology",
+                                                             pooling="moments", weights="none", classifier="logreg"))
+    features = classifiers = imbalances = None
+elif grid_choice == GRIDS[1]:
     left, middle, right = st.columns(3)
     features = left.multiselect("Feature sets", FEATURE_SETS, format_func=figures.FEATURE_LABELS.get,
                                 key=remember("abl_features", ["clinical"]))
@@ -34,13 +41,25 @@ else:
     st.caption("SVM on clinical, clinical + images and images; MLP on clinical + images and images; "
                "class weights, as in the report.")
 base = ExperimentConfig(pooling="mean", imbalance="weights")
-images = image_options("abl", base)
-left, right = st.columns(2)
-folds = left.number_input("Folds", 2, 10, key=remember("abl_folds", 3))
-repeats = right.number_input("Repeats", 1, 20, key=remember("abl_repeats", 1))
+if fusion_base is None:
+    images = image_options("abl", base)
+    left, right = st.columns(2)
+    folds = left.number_input("Folds", 2, 10, key=remember("abl_folds", 3))
+    repeats = right.number_input("Repeats", 1, 20, key=remember("abl_repeats", 1))
 
-if st.button("Run ablation", type="primary", disabled=busy):
-    if features is None:
+if st.button("Run ablation", type="primary", disabled=busy or (grid_choice == GRIDS[2] and fusion_base is None)):
+    if fusion_base is not None:
+        configs, store, cache = fusion_configs(fusion_base), run_store(), cache_dir()
+
+        def work(progress):
+            runs = run_ablation(cohort, fusion_base, cache_dir=cache, progress=progress, configs=configs)[1]
+            for run in runs:
+                run["id"] = store.save(run)
+            return runs
+
+        start_job(SLOT, f"Fusion ablation of {len(configs)} configurations", work)
+        st.rerun()
+    elif features is None:
         rows, imbalances = TABLE2_ROWS, ["weights"]
     else:
         rows = list(itertools.product(features, classifiers))

@@ -22,6 +22,7 @@ from lympho.evaluation import (METRICS, format_estimate, oof_estimates, operatin
                                threshold_for_sensitivity, threshold_from_repeats)
 from lympho.experiment import CLASSIFIER_NAMES, FEATURE_SETS, ExperimentConfig
 from lympho.jobs import Job
+from lympho.models import COMBINES, FUSIONS, IMAGE_MODELS
 from lympho.models.classifiers import CLASSIFIERS, IMBALANCE
 from lympho.pooling import POOLINGS
 from lympho.runstore import RunStore, display_name
@@ -59,16 +60,43 @@ def image_options(key: str, base: ExperimentConfig, disabled: bool = False) -> d
     return {"encoder": encoder, "weights": weights if torchvision else base.weights, "pooling": pooling}
 
 
+IMAGE_MODEL_LABELS = {"pooled": "Pooled features + classifier", "attention": "Attention MIL",
+                      "topk": "Top-k MIL", "cellcnn": "Cell CNN (trained from pixels)"}
+
+
 def load_config_state(key: str, config: ExperimentConfig) -> None:
     """Put ``config`` into the form's widgets (before they are drawn), e.g. the running job's."""
     for field in ("features", "classifier", "imbalance", "encoder", "weights", "pooling", "folds", "repeats",
-                  "seed"):
+                  "seed", "fusion", "combine", "image_classifier"):
         set_remembered(f"{key}_{field}", getattr(config, field))
+    set_remembered(f"{key}_image_model", config.image_model.split("+"))
 
 
-def config_form(key: str, base: ExperimentConfig, disabled: bool = False) -> ExperimentConfig:
-    """Every field of an experiment, defaulting to ``base`` and remembered across pages. Not in
-    an ``st.form``: choosing "Clinical + images" enables the image options at once."""
+def image_model_options(key: str, base: ExperimentConfig, features: str, disabled: bool) -> dict:
+    """The image expert(s) and, for clinical + images, how they are fused with the clinical model."""
+    left, middle, right, last = st.columns(4)
+    experts = left.multiselect("Image model(s)", IMAGE_MODELS, format_func=IMAGE_MODEL_LABELS.get,
+                               key=remember(f"{key}_image_model", base.image_model.split("+")), disabled=disabled)
+    fusion = middle.selectbox("Fusion with clinical", FUSIONS, key=remember(f"{key}_fusion", base.fusion),
+                              disabled=disabled or features != "both",
+                              format_func={"early": "Early (one table)", "late": "Late (experts combined)"}.get)
+    late = features == "both" and fusion == "late"
+    combine = right.selectbox("Combine experts", COMBINES, key=remember(f"{key}_combine", base.combine),
+                              disabled=disabled or not late,
+                              format_func={"mean": "Mean of probabilities", "stacked": "Stacked (logistic)"}.get)
+    image_classifier = last.selectbox("Image expert's classifier", (None, *CLASSIFIERS),
+                                      key=remember(f"{key}_image_classifier", base.image_classifier),
+                                      disabled=disabled or not late,
+                                      format_func=lambda c: "Same as the classifier" if c is None
+                                      else CLASSIFIER_NAMES[c])
+    return {"image_model": "+".join(experts), "fusion": fusion, "combine": combine,
+            "image_classifier": image_classifier}
+
+
+def config_form(key: str, base: ExperimentConfig, disabled: bool = False) -> ExperimentConfig | None:
+    """Every field of an experiment, defaulting to ``base`` and remembered across pages; None
+    (with the reason on the page) for an invalid combination. Not in an ``st.form``: choosing
+    "Clinical + images" enables the image options at once."""
     left, middle, right = st.columns(3)
     features = left.selectbox("Features", FEATURE_SETS, format_func=figures.FEATURE_LABELS.get,
                               key=remember(f"{key}_features", base.features), disabled=disabled)
@@ -77,22 +105,30 @@ def config_form(key: str, base: ExperimentConfig, disabled: bool = False) -> Exp
     imbalance = right.selectbox("Imbalance handling", IMBALANCE, format_func=figures.IMBALANCE_LABELS.get,
                                 key=remember(f"{key}_imbalance", base.imbalance), disabled=disabled)
     images = image_options(key, base, disabled=disabled or features == "clinical")
+    images |= image_model_options(key, base, features, disabled=disabled or features == "clinical")
     left, middle, right = st.columns(3)
     folds = left.number_input("Folds", 2, 10, key=remember(f"{key}_folds", base.folds), disabled=disabled)
     repeats = middle.number_input("Repeats", 1, 50, key=remember(f"{key}_repeats", base.repeats), disabled=disabled)
     seed = right.number_input("Seed", 0, 2**31 - 1, key=remember(f"{key}_seed", base.seed), disabled=disabled)
     if features == "clinical":  # image options do not apply: keep the base's, so equal models stay equal
         images = {}
-    return dataclasses.replace(base, features=features, classifier=classifier, imbalance=imbalance,
-                               folds=int(folds), repeats=int(repeats), seed=int(seed), **images)
+    try:
+        return dataclasses.replace(base, features=features, classifier=classifier, imbalance=imbalance,
+                                   folds=int(folds), repeats=int(repeats), seed=int(seed), **images)
+    except ValueError as err:
+        st.error(f"This combination cannot run: {err}")
+        return None
 
 
-@st.fragment(run_every=0.5)
 def job_progress(slot: str) -> None:
-    """Poll a running job; rerun the page once it is done so results appear."""
+    """Poll the slot's job while it runs (only then); rerun the page once it is done so results appear."""
     job = current_job(slot)
-    if job is None:
-        return
+    if job is not None and (job.running or not st.session_state.get(f"{slot}_shown_{id(job)}")):
+        st.fragment(_job_progress_body, run_every=0.5)(slot)
+
+
+def _job_progress_body(slot: str) -> None:
+    job = current_job(slot)
     if job.running:
         st.progress(job.fraction, text=job.describe())
     elif not st.session_state.get(f"{slot}_shown_{id(job)}"):

@@ -19,7 +19,7 @@ busy = job_busy(SLOT)
 if busy:  # coming back mid-run: the form shows the running job's configuration
     load_config_state("exp", current_job(SLOT).context)
 config = config_form("exp", RECOMMENDED, disabled=busy)
-if st.button("Run experiment", type="primary", disabled=busy):
+if st.button("Run experiment", type="primary", disabled=busy or config is None):
     store, cache = run_store(), cache_dir()
 
     def work(progress):
@@ -36,6 +36,6 @@ if busy:
 job = finished_job(SLOT, "The experiment failed")
 if job is not None:
     st.success(f"Stored as run `{job.result['id']}` ({job.finished - job.started:.1f} s).")
-    if job.context != config:
+    if config is not None and job.context != config:
         st.caption("This result is of the run above, not of the configuration now in the form.")
     show_run(job.result, "exp_result")

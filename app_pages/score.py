@@ -58,7 +58,8 @@ with st.expander("Train a model on the loaded cohort", expanded=not catalog, ico
         st.caption("Any configuration, image-based ones included: it is fitted on every labelled patient, and "
                    "cross-validated to choose its operating point. Defaults: the recommended configuration.")
         train_config = config_form("train", RECOMMENDED, disabled=job_busy(SLOT))
-        if st.button(f"Train {train_config.label()}", type="primary", disabled=job_busy(SLOT)):
+        if train_config is not None and st.button(f"Train {train_config.label()}", type="primary",
+                                                  disabled=job_busy(SLOT)):
             cache, target = cache_dir(), models_dir / model_folder(train_config, cohort.synthetic)
 
             def work(progress):
@@ -150,9 +151,11 @@ if left.button("Score", type="primary"):
                 cells = instance_scores(model, patient, cache_dir())
             thumbs = [p.read_bytes() for p in saved]
             ranked = [] if cells is None else [(p.read_bytes(), s) for p, s in zip(cells.path, cells.score)]
+            measure = None if cells is None else str(cells.measure.iloc[0])
         used = inputs_used(patient_id, patient.gender, patient.lymph_count, patient.age, dob, age_today, len(saved),
                            uses_images)
-        st.session_state[RESULT] = {"key": key, "result": result, "ranked": ranked, "thumbs": thumbs, "used": used}
+        st.session_state[RESULT] = {"key": key, "result": result, "ranked": ranked, "thumbs": thumbs, "used": used,
+                                    "measure": measure}
     except CohortError as err:
         st.error(str(err))
         st.session_state.pop(RESULT, None)
@@ -190,13 +193,21 @@ if shown is not None:
         with st.expander(f"The {len(shown['thumbs'])} uploaded cells"):
             st.image(shown["thumbs"][:120], width=64)
     if shown["ranked"]:
-        st.subheader("Each cell scored on its own")
-        st.caption("Not attention or influence: each cell is scored as a bag of one (that cell's features with "
-                   "the patient's clinical values). It answers 'what would the model say if every cell looked "
-                   "like this one'; the patient's probability above comes from all cells pooled. Highest first.")
+        measure = shown["measure"]
+        if measure == "bag-of-one probability":
+            st.subheader("Each cell scored on its own")
+            st.caption("Not attention or influence: each cell is scored as a bag of one (that cell's features with "
+                       "the patient's clinical values). It answers 'what would the model say if every cell looked "
+                       "like this one'; the patient's probability above comes from all cells pooled. Highest first.")
+        else:
+            st.subheader("Cells the model weighed most")
+            st.caption(f"Ranked by the model's {measure} for each cell"
+                       + (" (the weights sum to 1 over the patient's cells)." if measure == "attention weight"
+                          else "."))
         st.image([image for image, _ in shown["ranked"][:24]], width=96,
-                 caption=[f"{score:.2f}" for _, score in shown["ranked"][:24]])
+                 caption=[f"{score:.3f}" for _, score in shown["ranked"][:24]])
     elif not uses_images:
         st.caption("This model uses clinical values only: images do not change its score.")
-    st.download_button("Download the one-page report", reports.patient_report_html(result, shown["ranked"][:12]),
+    st.download_button("Download the one-page report", reports.patient_report_html(result, shown["ranked"][:12],
+                                                                                shown["measure"] or ""),
                        f"lympho-report-{re.sub(r'[^A-Za-z0-9_.-]+', '_', result['id'])}.html", "text/html")

@@ -79,9 +79,15 @@ def job_busy(slot: str) -> bool:
     return job is not None and job.running
 
 
-@st.fragment(run_every=1.0)
 def job_indicator() -> None:
-    """Sidebar: every job of this session, running (with progress) or just finished."""
+    """Sidebar: every job of this session, running (with progress) or finished. It polls only
+    while a job runs (an idle session costs nothing), and reruns the app once when it ends."""
+    jobs = st.session_state.get("jobs", {})
+    running = any(job.running for job in jobs.values())
+    st.fragment(_job_list, run_every=1.0 if running else None)()
+
+
+def _job_list() -> None:
     jobs = st.session_state.get("jobs", {})
     if not jobs:
         return
@@ -96,3 +102,8 @@ def job_indicator() -> None:
             st.caption(f"{icon} {job.name}: {state}")
         if page:
             st.page_link(page, label=f"Open {title}", icon=":material/arrow_forward:")
+    seen = st.session_state.setdefault("_jobs_seen_ended", set())
+    ended = {id(job) for job in jobs.values() if not job.running} - seen
+    if ended:  # stop polling: the next full run draws this list without a timer
+        seen |= ended
+        st.rerun()

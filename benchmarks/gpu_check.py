@@ -47,7 +47,7 @@ def ceiling(encoder, batch_size: int, batches: int = 20) -> float:
 
 def decoder_agreement(paths: list[Path]) -> dict:
     """nvJPEG against Pillow, pixel by pixel."""
-    blobs = [np.frombuffer(p.read_bytes(), np.uint8) for p in paths]
+    blobs = [np.frombuffer(bytearray(p.read_bytes()), np.uint8) for p in paths]
     gpu = decode_batch(blobs, "cuda").cpu().numpy().astype(int)
     cpu = np.stack([np.asarray(read_image(p)) for p in paths]).astype(int)
     return {"max_abs_diff": int(np.abs(gpu - cpu).max()), "mean_abs_diff": float(np.abs(gpu - cpu).mean())}

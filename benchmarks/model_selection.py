@@ -1,8 +1,11 @@
 """Choose the recommended configuration by repeated cross-validation, with its spread.
 
 Every candidate is scored on the same 20 x 3-fold patient-level splits (seed 0) of the
-labelled real patients; the table is sorted by mean balanced accuracy. A default is
-only worth changing when the gain is large against the spread across repeats.
+labelled real patients; the table is sorted by mean balanced accuracy (± the sample std
+over folds, a spread). The winner's score here is optimistic (chosen on these splits), and
+fold spreads do not compare candidates: for paired differences over the same splits and the
+nested estimate of the whole choice, run ``python -m lympho select`` or
+``benchmarks/nested_selection.py``.
 
     python benchmarks/model_selection.py [--data DIR] [--repeats 20] [--cache-dir DIR] [--images]
 """

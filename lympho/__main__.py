@@ -89,7 +89,8 @@ def add_config_options(parser: argparse.ArgumentParser, base: ExperimentConfig,
 
 def add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=("local", "ray"), default="local",
-                        help="local: this machine (default); ray: a Ray cluster (pip install -r requirements-ray.txt)")
+                        help="local: this machine (default); ray: a Ray cluster "
+                             "(pip install -r requirements-ray.txt)")
     parser.add_argument("--address", help="Ray cluster to join, e.g. ray://head:10001 (default: $RAY_ADDRESS, "
                         "else a local Ray instance on this machine's cores)")
 
@@ -146,6 +147,16 @@ def summary_line(summary: dict) -> str:
     return "  ".join(f"{m}={summary[m]['mean']:.3f}±{summary[m]['std']:.3f}" for m in METRICS)
 
 
+def print_headline(run: dict) -> None:
+    """A run's headline figures with their intervals (lympho.evaluation.run_estimates), if it has them."""
+    from lympho.evaluation import run_estimates
+
+    estimates = run_estimates(run)
+    if estimates is not None:
+        print(f"at threshold {estimates['threshold']:g} (malignant when probability >= threshold):")
+        print("\n".join(headline_lines(estimates)))
+
+
 def headline_lines(estimates: dict) -> list[str]:
     """The headline metrics with their intervals, worded as everywhere else (format_estimate)."""
     from lympho.evaluation import HEADLINE, format_estimate
@@ -176,8 +187,7 @@ def cmd_evaluate(args) -> None:
     print(f"{run['label']}  ({'synthetic demo' if cohort.synthetic else cohort.name})")
     print(fold_table(run["folds"]).to_string(index=False, float_format="%.3f"))
     print("mean ± std over folds (sample std, ddof=1): " + summary_line(run["summary"]))
-    print(f"at threshold {run['summary']['threshold']:g} (malignant when probability >= threshold):")
-    print("\n".join(headline_lines(run["summary"]["headline"])))
+    print_headline(run)
     print(f"run stored as {run_id}")
     if args.json:
         write_json_atomic(args.json, {k: run[k] for k in ("config", "cohort", "folds", "summary")})
@@ -392,7 +402,8 @@ def cmd_runs_show(args) -> None:
     if run.get("note"):
         print(f"note: {run['note']}")
     print(fold_table(run["folds"]).to_string(index=False, float_format="%.3f"))
-    print("mean±std: " + summary_line(run["summary"]))
+    print("mean ± std over folds (sample std, ddof=1): " + summary_line(run["summary"]))
+    print_headline(run)
 
 
 def cmd_runs_edit(args) -> None:

@@ -206,9 +206,10 @@ def list_images(folder: Path) -> list[Path]:
                   and p.name != "Thumbs.db" and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _open_image(path: Path) -> Image.Image:
-    """Open ``path`` with the allowed decoders only, refusing an oversized image from its
-    header alone (nothing is decoded yet)."""
+def open_image(path) -> Image.Image:
+    """Open ``path`` (or a binary file object) with the allowed decoders only, refusing an
+    oversized image from its header alone (nothing is decoded yet). Every decoding of an
+    image file in this package starts here."""
     img = Image.open(path, formats=IMAGE_FORMATS)
     if img.width * img.height > MAX_IMAGE_PIXELS:
         img.close()
@@ -229,7 +230,7 @@ def _unreadable(err: Exception, path: Path) -> CohortError:
 def check_image(path: Path) -> None:
     """Read an image's header; a truncated, foreign or oversized file fails here, not mid-run."""
     try:
-        with _open_image(path) as img:
+        with open_image(path) as img:
             img.verify()
     except CohortError:
         raise
@@ -249,11 +250,15 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def read_image(path: Path) -> Image.Image:
+def read_image(path: Path, draft: int | None = None) -> Image.Image:
     """Decode an image as RGB, exactly as the feature extractor sees it: the first frame of
-    an animation or multi-page file, turned upright by its EXIF orientation."""
+    an animation or multi-page file, turned upright by its EXIF orientation. ``draft``: a
+    JPEG may be decoded at a reduced scale (in the DCT domain) no smaller than that many
+    pixels a side, for callers that downscale anyway."""
     try:
-        with _open_image(path) as img:
+        with open_image(path) as img:
+            if draft and img.format == "JPEG":
+                img.draft("RGB", (draft, draft))  # decode at a reduced scale, at least ``draft`` px
             return _to_rgb(ImageOps.exif_transpose(img))
     except CohortError:
         raise

@@ -16,6 +16,7 @@ Ray is an optional extra (``requirements-ray.txt``), imported only here.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Callable, Sequence
@@ -55,7 +56,8 @@ def connect(address: str | None = None) -> None:
     local = {} if address else {"include_dashboard": False, "_node_ip_address": "127.0.0.1"}
     ray.init(address=address, runtime_env=runtime_env(), logging_level="warning",
              configure_logging=False, **local)
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    ray.data.DataContext.get_current().enable_progress_bars = False  # the CLI shows its own
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
 
 
 class _EncodeFiles:
@@ -106,11 +108,11 @@ class RayEngine:
         ray = _ray()
         size, resources = self._actors(encoder)
         rows = [{"row": i, "path": str(Path(p).resolve())} for i, p in enumerate(paths)]
-        blocks = max(1, min(len(rows) // self.batch_size, 4 * size))
+        blocks = max(1, min(-(-len(rows) // self.batch_size), 4 * size))
         dataset = ray.data.from_items(rows, override_num_blocks=blocks)
+        pool = ray.data.ActorPoolStrategy(size=min(size, blocks))
         encoded = dataset.map_batches(_EncodeFiles, fn_constructor_args=(encoder,), batch_size=self.batch_size,
-                                      batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=size),
-                                      **resources)
+                                      batch_format="numpy", compute=pool, **resources)
         for batch in encoded.iter_batches(batch_size=None, batch_format="numpy"):
             errors = [error for error in batch["error"] if error]
             if errors:

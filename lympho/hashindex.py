@@ -61,14 +61,20 @@ def hash_files(paths: Sequence[str], threads: int | None = None) -> list[tuple[s
 
 
 class HashIndex:
-    """``path -> (size, mtime_ns, content hash)`` in SQLite; ``None`` as file: no index."""
+    """``path -> (size, mtime_ns, content hash)`` in SQLite; ``None`` as file: no index.
+
+    The index only saves reading files: where it cannot be written (a read-only or locked
+    cache) every file is hashed, as without it.
+    """
 
     def __init__(self, file: Path | None):
         self.file = Path(file) if file else None
         if self.file:
-            self.file.parent.mkdir(parents=True, exist_ok=True)
             try:
+                self.file.parent.mkdir(parents=True, exist_ok=True)
                 self._create()
+            except (OSError, sqlite3.OperationalError):  # read-only or locked: not damage
+                self.file = None
             except sqlite3.DatabaseError:  # damaged: moved aside (kept), rebuilt by hashing
                 aside = f"{self.file.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"
                 os.replace(self.file, self.file.with_name(aside))
@@ -91,20 +97,26 @@ class HashIndex:
 
     def _known(self, paths: list[str]) -> dict[str, tuple[int, int, str]]:
         known = {}
-        with self._session() as db:
-            for i in range(0, len(paths), _CHUNK):
-                part = paths[i:i + _CHUNK]
-                rows = db.execute(f"SELECT path, size, mtime_ns, hash FROM hashes WHERE path IN "
-                                  f"({','.join('?' * len(part))})", part)
-                known.update((path, (size, mtime, digest)) for path, size, mtime, digest in rows)
+        try:
+            with self._session() as db:
+                for i in range(0, len(paths), _CHUNK):
+                    part = paths[i:i + _CHUNK]
+                    rows = db.execute(f"SELECT path, size, mtime_ns, hash FROM hashes WHERE path IN "
+                                      f"({','.join('?' * len(part))})", part)
+                    known.update((path, (size, mtime, digest)) for path, size, mtime, digest in rows)
+        except sqlite3.DatabaseError:  # unreadable now: hash every file
+            return {}
         return known
 
     def _record(self, rows: list[tuple[str, int, int, str]]) -> None:
         settled = time.time_ns() - int(RACY_SECONDS * 1e9)
         rows = [row for row in rows if row[2] < settled]
         if rows:
-            with self._session() as db:  # one transaction
-                db.executemany("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?)", rows)
+            try:
+                with self._session() as db:  # one transaction
+                    db.executemany("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?)", rows)
+            except sqlite3.OperationalError:  # read-only, locked or full: next run hashes them again
+                pass
 
     def hashes(self, paths: Sequence[Path | str], rehash: bool = False) -> list[str]:
         """Content hash of every file, in order; unchanged files are not read."""

@@ -5,6 +5,7 @@ Screenshots land in test-artifacts/screenshots/. Under CI a missing Chromium fai
 """
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 from lympho.data import load_cohort
 from lympho.experiment import ExperimentConfig, run_experiment
 from lympho.runstore import RunStore
+from lympho.scoring import RECOMMENDED, save_model, train_model
 from lympho.synthetic import demo_cohort_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,12 +46,15 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """The dashboard on a free loopback port, on the demo cohort, with its own cache and two runs."""
+    """The dashboard on a free loopback port, on the demo cohort, with its own cache, two runs
+    and the recommended model."""
     cache = tmp_path_factory.mktemp("browser-cache")
     demo = load_cohort(demo_cohort_dir(cache), synthetic=True)
     for classifier in ("logreg", "svm"):  # stored runs, so the Runs page has something to show
         RunStore(cache / "runs").save(run_experiment(demo, ExperimentConfig(features="clinical",
                                                                              classifier=classifier)))
+    # the recommended model, its threshold from 2 CV repeats instead of 10 to keep the test short
+    save_model(train_model(demo, RECOMMENDED, threshold_repeats=2), cache / "models" / "recommended-demo")
     port = free_port()
     env = {**os.environ, "LYMPHO_CACHE": str(cache), "TORCH_HOME": str(cache / "torch")}
     env.pop("LYMPHO_DATA", None)
@@ -174,7 +179,8 @@ def test_runs_tracker_links_and_tags(server, page):
 def test_ablation_paper_table(server, page):
     page.goto(f"{server['url']}/ablation")
     wait_for_idle(page)
-    page.get_by_text("Custom grid").click()  # its defaults: clinical features, three classifiers (fast)
+    page.get_by_text("Custom grid").click()  # its defaults: clinical features, two classifiers (fast)
+    page.get_by_text("Feature sets").wait_for()
     wait_for_idle(page)
     page.get_by_role("button", name="Run ablation").click()
     page.get_by_text("stored as runs").wait_for(timeout=120_000)
@@ -187,20 +193,18 @@ def test_ablation_paper_table(server, page):
 def test_score_an_uploaded_patient(server, page):
     page.goto(f"{server['url']}/score")
     wait_for_idle(page)
-    page.get_by_role("button", name="Train XGBoost, clinical").click()
-    page.get_by_text("Model card").wait_for(timeout=120_000)
-    wait_for_idle(page)
+    page.get_by_text("Model card").wait_for()
+    expect(page.get_by_role("combobox", name="Model")).to_have_value(re.compile("recommended"))
     page.get_by_label("Patient ID").fill("P-042")
     images = list(load_cohort(demo_cohort_dir(server["cache"])).select("test")[0].images)
     page.locator("[data-testid='stFileUploaderDropzoneInput']").set_input_files([str(p) for p in images])
-    page.get_by_text(images[-1].name).first.wait_for()
-    page.wait_for_timeout(1000)  # let every upload finish
+    page.get_by_text(f"Preview: {len(images)} of {len(images)} uploaded file(s)").wait_for()  # all on the server
     wait_for_idle(page)
     page.get_by_role("button", name="Score", exact=True).click()
     page.get_by_text("Probability of malignancy", exact=True).wait_for(timeout=60_000)
     wait_for_idle(page)
-    assert page.get_by_text("not a diagnosis").first.is_visible()  # the disclaimer beside the decision
-    assert page.get_by_text("Inputs as used").first.is_visible()
+    expect(page.get_by_text("not a diagnosis").first).to_be_visible(timeout=30_000)  # beside the decision
+    expect(page.get_by_text("Inputs as used").first).to_be_visible()
     assert page.get_by_text(f"not used by this clinical-only model ({len(images)} uploaded)").first.is_visible()
     shoot(page, "score-result")
     download = page.locator("[data-testid='stDownloadButton']")

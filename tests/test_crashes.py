@@ -128,3 +128,18 @@ def test_the_run_store_stores_each_run_once_under_concurrent_saves(tmp_path):
         for thread in threads:
             thread.join()
         assert sorted(r["key"] for r in store.runs()) == ["k0", "k1", "k2"]
+
+
+def test_two_processes_training_into_one_model_directory_both_leave_a_valid_model(small_cohort_template, tmp_path):
+    from lympho.scoring import load_model
+
+    command = [sys.executable, "-m", "lympho", "train", "--data", str(small_cohort_template), "--features",
+               "clinical", "--classifier", "logreg", "--threshold-repeats", "2", "--out", str(tmp_path / "model")]
+    env = {**os.environ, "LYMPHO_CACHE": str(tmp_path / "cache")}
+    processes = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for _ in range(2)]
+    for process in processes:
+        _, err = process.communicate(timeout=180)
+        assert process.returncode == 0, err[-2000:]
+    assert load_model(tmp_path / "model").config.classifier == "logreg"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".model")) == [".model.lock"]

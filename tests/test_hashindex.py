@@ -77,3 +77,11 @@ def test_a_damaged_index_is_moved_aside_and_rebuilt(tmp_path):
 def test_a_missing_file_is_named(tmp_path):
     with pytest.raises(CohortError, match="gone.jpg"):
         HashIndex(tmp_path / "index.sqlite").hashes([tmp_path / "gone.jpg"])
+
+
+def test_an_index_that_cannot_be_opened_is_done_without(tmp_path, spy):
+    (tmp_path / "index.sqlite").mkdir()  # not a file: SQLite cannot open it (as when read-only)
+    a = write(tmp_path / "a.jpg", b"x" * 100)
+    index = HashIndex(tmp_path / "index.sqlite")
+    assert index.hashes([a]) == index.hashes([a]) == [content_hash(a)] and len(spy) == 2
+    assert (tmp_path / "index.sqlite").is_dir()  # left as it was, not moved aside

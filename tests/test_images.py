@@ -1,6 +1,8 @@
 """Image decoding (``data.read_image``, used by extraction, the dashboard and uploads alike):
 unusual valid images converted correctly, bombs and disguised files refused before decoding."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -106,3 +108,12 @@ def test_disguised_files_are_refused(tmp_path, content):
     for read in (check_image, read_image):
         with pytest.raises(CohortError, match=r"cell\.jpg: not a readable image"):
             read(path)
+
+
+def test_every_image_file_is_opened_by_the_one_decoder():
+    """Only lympho/data.py calls Pillow's Image.open: everything else goes through
+    ``open_image``/``read_image`` (allowed formats, the pixel limit checked first)."""
+    root = Path(__file__).resolve().parents[1]
+    for source in [*sorted((root / "lympho").rglob("*.py")), root / "app.py", *sorted((root / "app_pages").glob("*.py"))]:
+        if source.name != "data.py" or source.parent.name != "lympho":
+            assert "Image.open(" not in source.read_text(), source

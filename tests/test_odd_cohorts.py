@@ -4,6 +4,8 @@ and extra columns, IDs that look like numbers or formulas or HTML, no testset fo
 import csv
 import io
 import shutil
+import tempfile
+import zipfile
 
 import pandas as pd
 import pytest
@@ -56,3 +58,22 @@ def test_odd_cohort_trains_and_predicts_from_the_cli(odd_cohort, tmp_path, capsy
     rows = list(csv.reader(io.StringIO((tmp_path / "p.csv").read_text())))
     ids = [r[0] for r in rows[1:]]
     assert ids[:5] == ["007", "<img src=x onerror=alert(1)>", "'=1+2", "12.50", "P 4 ü"]
+
+
+def test_scoring_a_zip_writes_only_into_its_temporary_folder_and_removes_it(odd_cohort, tmp_path, monkeypatch,
+                                                                            capsys):
+    root, table = odd_cohort
+    assert main(["train", "--data", str(root), "--features", "clinical", "--out", str(tmp_path / "m")]) == 0
+    images = sorted((root / "trainset" / table.at[5, "ID"]).iterdir())
+    archive = tmp_path / "patient.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for i, image in enumerate(images * 3):
+            bundle.write(image, f"odd name {i} é\n.jpg")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["score", "--model", str(tmp_path / "m"), "--images", str(archive), "--gender", "F",
+                 "--age", "70", "--lymph-count", "12"]) == 0
+    assert "3 images" in capsys.readouterr().out
+    assert list(scratch.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == before

@@ -90,6 +90,24 @@ def test_image_options_follow_the_feature_choice_at_once(cohort, isolated_cache)
     assert not app.selectbox(key="exp_encoder").disabled and not app.selectbox(key="exp_pooling").disabled
 
 
+def test_an_impossible_combination_is_a_form_error(cohort, isolated_cache):
+    app = open_page("experiment", cohort, isolated_cache)
+    app.selectbox(key="exp_features").set_value("both").run()
+    app.multiselect(key="exp_image_model").set_value(["attention"]).run()  # attention needs late fusion
+    assert "cannot run" in app.error[0].value and app.button[0].disabled
+    app.selectbox(key="exp_fusion").set_value("late").run()
+    assert not app.error and not app.button[0].disabled
+
+
+def test_fusion_ablation_compares_clinical_image_experts_and_fusion(cohort, isolated_cache):
+    app = open_page("ablation", cohort, isolated_cache)
+    app.radio(key="abl_grid").set_value("Clinical vs image experts vs fusion").run()
+    app.button[0].click().run()
+    finish_job(app, "ablation")
+    names = app.dataframe[0].value["Configuration"].tolist()
+    assert names[0].startswith("LogReg, clinical") and any(n.startswith("late") for n in names), names
+
+
 def test_mid_run_the_form_shows_the_running_config(cohort, isolated_cache):
     app = open_page("experiment", cohort, isolated_cache)
     app.selectbox(key="exp_classifier").set_value("svm").run()

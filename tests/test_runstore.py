@@ -6,6 +6,7 @@ import pytest
 
 from lympho.__main__ import main
 from lympho.data import load_cohort
+from lympho.evaluation import format_estimate, run_estimates
 from lympho.experiment import ExperimentConfig, run_experiment
 from lympho.runstore import RunNotFound, RunStore, differing_fields, tracker_table
 
@@ -73,7 +74,9 @@ def test_cli_does_what_the_page_does(runs, tmp_path, capsys):
     code, out = cli("runs", "list", "--tag", "paper")
     assert code == 0 and "my baseline" in out and second not in out
     code, out = cli("runs", "show", first)
-    assert "note: for the slides" in out and "mean±std" in out
+    assert "note: for the slides" in out and "mean ± std over folds" in out
+    estimates = run_estimates(store.load(first))  # the headline with its interval, as on the pages
+    assert f"balanced_accuracy: {format_estimate(estimates, 'balanced_accuracy')}" in out
     assert cli("runs", "delete", second)[0] == 0 and store.ids() == [first]
     code, out = cli("runs", "show", "nope")
     assert code == 2 and "no stored run 'nope'" in out

@@ -22,24 +22,34 @@ def cohort(small_cohort):
     return load_cohort(small_cohort)
 
 
+@pytest.fixture(scope="module")
+def shared(small_cohort_template, tmp_path_factory):
+    """One image model and its feature cache for the read-only tests below (keeps them fast)."""
+    cache = tmp_path_factory.mktemp("shared-cache")
+    cohort = load_cohort(small_cohort_template)
+    return cohort, train_model(cohort, IMAGE_MODEL, cache), cache
+
+
 @pytest.fixture
-def saved_model(cohort, tmp_path):
-    return save_model(train_model(cohort, IMAGE_MODEL, tmp_path / "cache"), tmp_path / "model")
+def saved_model(shared, tmp_path):
+    """The shared image model saved into this test's own directory (no retraining)."""
+    return save_model(shared[1], tmp_path / "model")
 
 
-def test_round_trip_gives_the_same_predictions(cohort, saved_model, tmp_path):
-    fitted = train_model(cohort, IMAGE_MODEL, tmp_path / "cache")
+def test_round_trip_gives_the_same_predictions(cohort, saved_model, shared):
+    cache = shared[2]
+    fitted = train_model(cohort, IMAGE_MODEL, cache, threshold_repeats=2)
     loaded = load_model(saved_model)
     assert loaded.config == IMAGE_MODEL and loaded.meta["n_features"] == 3 + 512
     test = cohort.select("test")
-    assert fitted.predict(test, tmp_path / "cache").equals(loaded.predict(test, tmp_path / "cache"))
+    assert fitted.predict(test, cache).equals(loaded.predict(test, cache))
 
 
-def test_predictions_never_read_labels(cohort, saved_model):
+def test_predictions_never_read_labels(cohort, saved_model, shared):
     model = load_model(saved_model)
     train = cohort.select("train")
     flipped = [dataclasses.replace(p, label=1 - p.label) for p in train]
-    assert model.predict(train).equals(model.predict(flipped))
+    assert model.predict(train, shared[2]).equals(model.predict(flipped, shared[2]))
 
 
 def test_save_replaces_a_model_but_never_other_data(cohort, saved_model, tmp_path):
@@ -79,14 +89,16 @@ def test_model_json_records_config_and_versions(saved_model):
     assert {"torch", "torchvision", "random_init_seed", "version"} <= set(meta["encoder"])
 
 
-def test_score_one_patient(cohort, saved_model):
+def test_score_one_patient(cohort, saved_model, shared):
     folder = cohort.select("test")[0].images[0].parent
     patient = make_patient(folder, "f", "12.5", dob=date(1950, 6, 1))
-    result = score_patient(load_model(saved_model), patient)
+    result = score_patient(load_model(saved_model), patient, shared[2])
     assert 0 <= result["probability"] <= 1 and result["prediction"] in (0, 1)
     assert result["n_images"] == len(cohort.select("test")[0].images)
-    by_age = make_patient(folder, "F", 12.5, age=patient.age)
-    assert score_patient(load_model(saved_model), by_age)["probability"] == pytest.approx(result["probability"])
+    # The same age typed on the reference date gives the same model input.
+    by_age = make_patient(folder, "F", 12.5, age=patient.age, today=REFERENCE_DATE)
+    assert score_patient(load_model(saved_model), by_age, shared[2])["probability"] == \
+        pytest.approx(result["probability"])
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -112,14 +124,6 @@ def test_bad_image_folder_is_refused(tmp_path):
 
 def logit(p):
     return np.log(p) - np.log1p(-p)
-
-
-@pytest.fixture(scope="module")
-def shared(small_cohort_template, tmp_path_factory):
-    """One image model and its feature cache for the read-only tests below (keeps them fast)."""
-    cache = tmp_path_factory.mktemp("shared-cache")
-    cohort = load_cohort(small_cohort_template)
-    return cohort, train_model(cohort, IMAGE_MODEL, cache), cache
 
 
 def test_out_of_fold_predictions_choose_an_operating_point(shared, tmp_path):

@@ -30,12 +30,12 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 from skimage.feature import graycomatrix, graycoprops, local_binary_pattern
 
-from lympho.data import CohortError
+from lympho.data import read_image
 
 #: Bump when a change alters the features, so cached ones are not reused.
 VERSION = "1"
@@ -72,16 +72,10 @@ N_FEATURES = len(FEATURE_NAMES)
 
 def half_resolution(path: Path | str) -> np.ndarray:
     """The image as 112 x 112 uint8 RGB: a 224 px JPEG is decoded straight at half scale."""
-    try:
-        with Image.open(path) as image:
-            if image.format == "JPEG" and image.size == (2 * WORK, 2 * WORK):
-                image.draft("RGB", (WORK, WORK))  # DCT-domain downscale while decoding
-            image = image.convert("RGB")
-            if image.size != (WORK, WORK):
-                image = image.resize((WORK, WORK), resample=Image.Resampling.BILINEAR, reducing_gap=2.0)
-            return np.asarray(image)
-    except (OSError, UnidentifiedImageError, SyntaxError) as err:
-        raise CohortError(f"unreadable image ({err})", path) from None
+    image = read_image(path, draft=WORK)  # the package's one decoder; DCT-domain downscale for JPEG
+    if image.size != (WORK, WORK):
+        image = image.resize((WORK, WORK), resample=Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return np.asarray(image)
 
 
 def centre(image: np.ndarray, size: int) -> np.ndarray:
