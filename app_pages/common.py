@@ -60,6 +60,7 @@ def image_options(key: str, base: ExperimentConfig, disabled: bool = False) -> d
     return {"encoder": encoder, "weights": weights if torchvision else base.weights, "pooling": pooling}
 
 
+SAME = "same"  # the image expert uses the configuration's classifier (image_classifier None)
 IMAGE_MODEL_LABELS = {"pooled": "Pooled features + classifier", "attention": "Attention MIL",
                       "topk": "Top-k MIL", "cellcnn": "Cell CNN (trained from pixels)"}
 
@@ -67,8 +68,9 @@ IMAGE_MODEL_LABELS = {"pooled": "Pooled features + classifier", "attention": "At
 def load_config_state(key: str, config: ExperimentConfig) -> None:
     """Put ``config`` into the form's widgets (before they are drawn), e.g. the running job's."""
     for field in ("features", "classifier", "imbalance", "encoder", "weights", "pooling", "folds", "repeats",
-                  "seed", "fusion", "combine", "image_classifier"):
+                  "seed", "fusion", "combine"):
         set_remembered(f"{key}_{field}", getattr(config, field))
+    set_remembered(f"{key}_image_classifier", config.image_classifier or SAME)
     set_remembered(f"{key}_image_model", config.image_model.split("+"))
 
 
@@ -84,13 +86,13 @@ def image_model_options(key: str, base: ExperimentConfig, features: str, disable
     combine = right.selectbox("Combine experts", COMBINES, key=remember(f"{key}_combine", base.combine),
                               disabled=disabled or not late,
                               format_func={"mean": "Mean of probabilities", "stacked": "Stacked (logistic)"}.get)
-    image_classifier = last.selectbox("Image expert's classifier", (None, *CLASSIFIERS),
-                                      key=remember(f"{key}_image_classifier", base.image_classifier),
+    image_classifier = last.selectbox("Image expert's classifier", (SAME, *CLASSIFIERS),
+                                      key=remember(f"{key}_image_classifier", base.image_classifier or SAME),
                                       disabled=disabled or not late,
-                                      format_func=lambda c: "Same as the classifier" if c is None
+                                      format_func=lambda c: "Same as the classifier" if c == SAME
                                       else CLASSIFIER_NAMES[c])
     return {"image_model": "+".join(experts), "fusion": fusion, "combine": combine,
-            "image_classifier": image_classifier}
+            "image_classifier": None if image_classifier == SAME else image_classifier}
 
 
 def config_form(key: str, base: ExperimentConfig, disabled: bool = False) -> ExperimentConfig | None:

@@ -138,13 +138,13 @@ def test_experiment_form_and_run(server, page):
     wait_for_idle(page)
     encoder = page.get_by_label("Image encoder")
     assert encoder.is_disabled()
-    page.get_by_label("Features").click()
+    page.get_by_role("combobox", name="Features", exact=True).click()
     page.get_by_role("option", name="Clinical + images").click()
     wait_for_idle(page)
     expect(page.get_by_label("Image encoder")).to_be_enabled()  # at once, nothing to submit first
-    page.get_by_label("Features").click()
+    page.get_by_role("combobox", name="Features", exact=True).click()
     page.get_by_role("option", name="Clinical only").click()
-    page.get_by_label("Classifier").click()
+    page.get_by_role("combobox", name="Classifier", exact=True).click()
     page.get_by_role("option", name="LogReg").click()
     wait_for_idle(page)
     page.get_by_role("button", name="Run experiment").click()
@@ -155,8 +155,7 @@ def test_experiment_form_and_run(server, page):
     wait_for_idle(page)
     page.get_by_role("link", name="Experiment").first.click()
     wait_for_idle(page)
-    expect(page.locator("[data-testid='stSelectbox']").filter(has_text="Classifier")).to_match_aria_snapshot(
-        '- combobox "Classifier": LogReg', timeout=5000)
+    expect(page.get_by_role("combobox", name="Classifier", exact=True)).to_have_value("LogReg")
 
 
 def test_runs_tracker_links_and_tags(server, page):
