@@ -22,7 +22,7 @@ from lympho.data import (REFERENCE_DATE, SPLITS, CacheError, CohortError, defaul
 from lympho.encoders import ENCODERS, PRECISIONS, WEIGHTS
 from lympho.experiment import (FEATURE_SETS, RECOMMENDED, TABLE2_ROWS, TARGET_SENSITIVITY, THRESHOLD_REPEATS,
                                ExperimentConfig, write_json_atomic)
-from lympho.models import CLASSIFIERS, COMBINES, FUSIONS, IMAGE_MODELS, IMBALANCE
+from lympho.models import CLASSIFIERS, COMBINES, FUSIONS, IMAGE_CLASSIFIERS, IMAGE_MODELS, IMBALANCE
 from lympho.pooling import POOLINGS
 
 #: lympho.evaluation.METRICS, spelled out so that parsing never imports scikit-learn
@@ -34,13 +34,14 @@ CONFIG_OPTIONS = {  # option -> (type, choices); None means "keep the base confi
     "imbalance": (str, IMBALANCE), "precision": (str, PRECISIONS),
     "folds": (int, None), "repeats": (int, None), "seed": (int, None), "crop": (int, None),
     "image_model": (str, None), "fusion": (str, FUSIONS), "combine": (str, COMBINES),
-    "image_classifier": (str, CLASSIFIERS),
+    "image_classifier": (str, IMAGE_CLASSIFIERS),
 }
 HELP = {"image_model": f"image expert(s): {', '.join(IMAGE_MODELS)}, or several joined by + (late fusion)",
         "fusion": "clinical + images: early (one table) or late (experts combined)",
         "combine": "late fusion: mean of the experts' probabilities, or stacked (logistic regression on "
                    "inner out-of-fold predictions)",
-        "image_classifier": "classifier of the pooled image expert in late fusion"}
+        "image_classifier": "classifier of the pooled image expert in late fusion (logregcv: logistic regression "
+                            "with its L2 strength chosen by inner CV)"}
 
 
 #: The report's setting for Table 2: ImageNet ResNet18 features, mean-pooled, weighted loss.

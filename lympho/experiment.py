@@ -22,14 +22,14 @@ import numpy as np
 from lympho.data import (Cohort, Patient, categorical_columns, clinical_matrix, clinical_names,
                          write_text_atomic)
 from lympho.encoders import ENCODERS, PRECISIONS, WEIGHTS, uses_torchvision_options
-from lympho.models import CLASSIFIERS, COMBINES, FUSIONS, IMAGE_MODELS, IMBALANCE
+from lympho.models import CLASSIFIERS, COMBINES, FUSIONS, IMAGE_CLASSIFIERS, IMAGE_MODELS, IMBALANCE
 from lympho.pooling import POOLINGS, pool_bags, pooled_names
 
 if TYPE_CHECKING:
     import pandas as pd
 
 FEATURE_SETS = ("clinical", "images", "both")
-CLASSIFIER_NAMES = {"svm": "SVM", "mlp": "MLP", "xgboost": "XGBoost", "logreg": "LogReg"}
+CLASSIFIER_NAMES = {"svm": "SVM", "mlp": "MLP", "xgboost": "XGBoost", "logreg": "LogReg", "logregcv": "LogRegCV"}
 
 #: (stage, done, total): stage is "extract" or "folds".
 StageProgress = Callable[[str, int, int], None]
@@ -64,7 +64,7 @@ class ExperimentConfig:
         choices = {"features": FEATURE_SETS, "encoder": tuple(ENCODERS), "weights": WEIGHTS,
                    "pooling": tuple(POOLINGS), "classifier": CLASSIFIERS,
                    "imbalance": IMBALANCE, "precision": PRECISIONS, "fusion": FUSIONS, "combine": COMBINES,
-                   "image_classifier": (None, *CLASSIFIERS)}
+                   "image_classifier": (None, *IMAGE_CLASSIFIERS)}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}: {getattr(self, name)!r} is not one of {', '.join(map(str, allowed))}")
@@ -85,9 +85,11 @@ class ExperimentConfig:
     @property
     def uses_records(self) -> bool:
         """Whether the model reads patient records (experts, bags, images) rather than one
-        table: late fusion, learned pooling or the cell CNN."""
+        table: late fusion, learned pooling, the cell CNN, or an image expert alone with its
+        own ``image_classifier``."""
         return self.uses_images and (self.image_experts != ("pooled",) or
-                                     (self.features == "both" and self.fusion == "late"))
+                                     (self.features == "both" and self.fusion == "late") or
+                                     (self.features == "images" and self.image_classifier is not None))
 
     @property
     def uses_encoder(self) -> bool:
@@ -201,7 +203,8 @@ def record_model(config: ExperimentConfig):
     from lympho.models.fusion import LateFusion, PatientView
 
     def tabular(part: str, classifier: str, names: Sequence[str]):
-        inner = make_pipeline(classifier, config.imbalance, config.seed, categorical_columns(list(names)))
+        inner = _logregcv(config) if classifier == "logregcv" else \
+            make_pipeline(classifier, config.imbalance, config.seed, categorical_columns(list(names)))
         return Pipeline([("view", PatientView(part, config.pooling)), *inner.steps])
 
     experts = [("clinical", tabular("clinical", config.classifier, clinical_names(config.log_count)))] \
@@ -212,6 +215,20 @@ def record_model(config: ExperimentConfig):
     if len(experts) == 1:
         return experts[0][1]
     return LateFusion(experts, combine=config.combine, random_state=config.seed)
+
+
+def _logregcv(config: ExperimentConfig):
+    """Scaler and a logistic regression whose L2 strength (C from 1e-3 to 10) is chosen by
+    inner 3-fold CV on the training patients, by log loss; class-weighted unless imbalance is
+    "none" (SMOTE is not used for it)."""
+    from imblearn.pipeline import Pipeline
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.preprocessing import StandardScaler
+
+    model = LogisticRegressionCV(Cs=list(np.logspace(-3, 1, 9)), l1_ratios=(0.0,), cv=3, scoring="neg_log_loss",
+                                 use_legacy_attributes=False, max_iter=5000,
+                                 class_weight=None if config.imbalance == "none" else "balanced")
+    return Pipeline([("scale", StandardScaler()), ("clf", model)])
 
 
 def _learned_expert(name: str, config: ExperimentConfig):

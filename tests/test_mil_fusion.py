@@ -145,6 +145,9 @@ def test_late_fusion_config_runs_and_records_its_experts(small_cohort_template, 
         "late stacked: LogReg clinical | LogReg morphology/moments"]
     with pytest.raises(ValueError, match="fusion='late'"):
         ExperimentConfig(features="both", image_model="attention")
+    alone = ExperimentConfig(features="images", encoder="morphology", image_classifier="logregcv")
+    assert alone.uses_records and alone.label() == "LogRegCV morphology/mean"
+    assert config_pipeline(alone, []).steps[-1][1].__class__.__name__ == "LogisticRegressionCV"
 
 
 def test_trained_late_fusion_saves_safely_and_ranks_cells_by_its_own_weights(small_cohort_template, tmp_path):

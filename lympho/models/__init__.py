@@ -15,5 +15,10 @@ IMBALANCE = ("none", "weights", "smote")
 #: tabular classifier, learned attention or top-k pooling over instance features, or the
 #: cell CNN from pixels. Several, joined by "+", are several experts (late fusion).
 IMAGE_MODELS = ("pooled", "attention", "topk", "cellcnn")
+#: Classifiers of the pooled image expert: the CLASSIFIERS, or "logregcv", a logistic
+#: regression whose L2 strength is chosen by inner 3-fold CV on the training patients (an
+#: image expert has hundreds of columns for ~73 patients: unregularised, it is overconfident
+#: and dominates a late average).
+IMAGE_CLASSIFIERS = (*CLASSIFIERS, "logregcv")
 FUSIONS = ("early", "late")
 COMBINES = ("mean", "stacked")
