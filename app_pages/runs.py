@@ -52,7 +52,7 @@ st.markdown(f"[Link to this comparison](/runs?compare={','.join(selected_ids)})"
 left, right = st.columns(2)
 left.plotly_chart(figures.compare_runs(selected), key="compare")
 right.plotly_chart(figures.roc_overlay(selected), key="compare_roc")
-st.dataframe(tracker_table(selected).round(3).set_index("id").T.astype(str), width="stretch")
+st.dataframe(tracker_table(selected).round(3).set_index("id").T.astype(str), width="stretch")  # runs as columns
 left, middle, right = st.columns(3)
 left.download_button("Export CSV", reports.csv_text(reports.runs_table(selected)), "lympho-runs.csv", "text/csv")
 middle.download_button("Export JSON", json.dumps(selected, indent=1), "lympho-runs.json", "application/json")

@@ -387,7 +387,7 @@ def cmd_runs_list(args) -> None:
         print("no stored runs" + (f" tagged {args.tag!r}" if args.tag else ""))
         return
     table = tracker_table(runs, all_fields=args.all_params).drop(columns=["note"])
-    table = table.sort_values(args.sort, ascending=False, kind="stable")
+    table = table[["id", *table.columns.drop("id")]].sort_values(args.sort, ascending=False, kind="stable")
     print(table.to_string(index=False, float_format="%.3f"))
 
 

@@ -422,7 +422,7 @@ def ablation_bars(table: pd.DataFrame, metrics: Sequence[str] = ABLATION_METRICS
 
 
 def compare_runs(runs: Sequence[Mapping], metrics: Sequence[str] = METRICS,
-                 title: str = "Runs compared (mean ± std over folds)") -> go.Figure:
+                 title: str = "Runs compared (mean ± sd over folds)") -> go.Figure:
     """Grouped bars of each metric's mean ± std per run, from the runs' summaries, each in
     its configuration's colour. Legend names are :func:`run_name` (label + short id), made
     unique if needed."""
@@ -438,7 +438,7 @@ def compare_runs(runs: Sequence[Mapping], metrics: Sequence[str] = METRICS,
     return _grouped_bars(groups, metrics, title, "Run")
 
 
-def roc_overlay(runs: Sequence[Mapping], title: str = "ROC curves of the runs (out-of-fold, repeats pooled)"
+def roc_overlay(runs: Sequence[Mapping], title: str = "ROC, out-of-fold (repeats pooled)"
                 ) -> go.Figure:
     """One out-of-fold ROC curve per run (its repeats pooled), in its configuration's colour,
     AUC in the legend; runs of one configuration differ by dash."""

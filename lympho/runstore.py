@@ -161,21 +161,23 @@ def differing_fields(runs: Sequence[dict]) -> list[str]:
 
 
 def tracker_table(runs: Sequence[dict], all_fields: bool = False) -> pd.DataFrame:
-    """One row per run for the tracker: id, name, metrics (mean, then std), tags, then the
-    configuration fields that differ between ``runs`` (every field with ``all_fields``),
-    then the cohort and the date. Numbers stay numbers so that columns sort."""
+    """One row per run for the tracker: name, metrics (means, then the balanced accuracy's sd),
+    tags, the configuration fields that differ between ``runs`` (every field with
+    ``all_fields``), then the id, the cohort and the date. Numbers stay numbers so that
+    columns sort."""
     fields = list(dict.fromkeys(k for run in runs for k in run.get("config", {}))) if all_fields \
         else differing_fields(runs)
     rows = []
     for run in runs:
         summary = run.get("summary", {})
-        row = {"id": run.get("id"), "name": display_name(run)}
+        row = {"name": display_name(run)}
         for metric in METRICS:
             row[metric] = summary.get(metric, {}).get("mean")
         row["balanced_accuracy_std"] = summary.get("balanced_accuracy", {}).get("std")
         row["folds run"] = summary.get("n_folds", len(run.get("folds", [])))
         row["tags"] = ", ".join(run.get("tags", []))
         row.update({f"config.{f}": run.get("config", {}).get(f) for f in fields})
+        row["id"] = run.get("id")
         cohort = run.get("cohort", {})
         row["cohort"] = ("synthetic demo" if cohort.get("synthetic") else cohort.get("name")) + \
             f" ({cohort.get('n_labelled')} labelled)"

@@ -166,7 +166,7 @@ def test_runs_tracker_links_and_tags(server, page):
     page.goto(f"{server['url']}/runs?compare={run_id}")
     wait_for_idle(page)
     assert page.get_by_text("Comparison of 1 run").is_visible()
-    assert page.get_by_text("ROC curves of the runs").first.is_visible()
+    assert page.get_by_text("ROC, out-of-fold").first.is_visible()
     page.get_by_text("Rename, tag, annotate or delete this run").click()
     page.get_by_label("Tags (space-separated)").fill("slides")
     page.get_by_role("button", name="Save").click()

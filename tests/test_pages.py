@@ -160,7 +160,7 @@ def test_runs_page_compares_and_exports(cohort, isolated_cache):
         store.save(run_experiment(cohort, ExperimentConfig(features="clinical", classifier=classifier)))
     app = open_page("runs", cohort, isolated_cache)
     table = app.dataframe[0].value
-    assert len(table) == 2 and list(table.columns[:3]) == ["id", "name", "balanced_accuracy"]
+    assert len(table) == 2 and list(table.columns[:3]) == ["name", "balanced_accuracy", "f1"]
     assert "config.classifier" in table.columns and "config.features" not in table.columns  # only what differs
     assert "Run details" in [h.value for h in app.subheader]
     app.button[-1].click().run()  # fit and predict the test set

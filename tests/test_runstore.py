@@ -53,7 +53,7 @@ def test_tags_notes_rename_delete(runs, tmp_path):
 def test_tracker_table_puts_metrics_first_and_keeps_differing_fields(runs):
     assert differing_fields(runs) == ["seed"]
     table = tracker_table(runs)
-    assert list(table.columns[:3]) == ["id", "name", "balanced_accuracy"]
+    assert list(table.columns[:3]) == ["name", "balanced_accuracy", "f1"]
     assert [c for c in table.columns if c.startswith("config.")] == ["config.seed"]
     assert table["balanced_accuracy"].dtype.kind == "f"  # numbers, so the column sorts
     assert "config.classifier" in tracker_table(runs, all_fields=True).columns
