@@ -105,7 +105,8 @@ def test_train_predict_score(small_cohort, tmp_path, capsys):
 
 
 def test_train_defaults_to_the_recommended_config(small_cohort, tmp_path, capsys):
-    code, out, _ = run_cli(capsys, "train", "--data", small_cohort, "--out", tmp_path / "m")
+    # 2 threshold repeats instead of 10: the recommended late fusion's LogRegCV expert is the slow part
+    code, out, _ = run_cli(capsys, "train", "--data", small_cohort, "--out", tmp_path / "m", "--threshold-repeats", "2")
     assert code == 0
     from lympho.scoring import RECOMMENDED
     assert json.loads((tmp_path / "m" / "model.json").read_text())["config"] == RECOMMENDED.to_dict()
@@ -191,6 +192,6 @@ def test_missing_imagenet_weights_offline_is_one_clear_line(small_cohort, monkey
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     code, _, err = run_cli(capsys, "evaluate", "--data", small_cohort, "--features", "images",
-                           "--weights", "imagenet")
+                           "--encoder", "resnet18", "--weights", "imagenet")
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "resnet18-f37072fd.pth" in err and "--weights none" in err

@@ -85,14 +85,17 @@ def test_experiment_page_runs_and_stores(cohort, isolated_cache):
 
 def test_image_options_follow_the_feature_choice_at_once(cohort, isolated_cache):
     app = open_page("experiment", cohort, isolated_cache)
-    assert app.selectbox(key="exp_encoder").disabled  # the recommended model is clinical-only
-    app.selectbox(key="exp_features").set_value("both").run()  # no form to submit first
+    assert not app.selectbox(key="exp_encoder").disabled  # the recommended model uses images (late fusion)
+    app.selectbox(key="exp_features").set_value("clinical").run()  # no form to submit first
+    assert app.selectbox(key="exp_encoder").disabled and app.selectbox(key="exp_pooling").disabled
+    app.selectbox(key="exp_features").set_value("both").run()
     assert not app.selectbox(key="exp_encoder").disabled and not app.selectbox(key="exp_pooling").disabled
 
 
 def test_an_impossible_combination_is_a_form_error(cohort, isolated_cache):
     app = open_page("experiment", cohort, isolated_cache)
     app.selectbox(key="exp_features").set_value("both").run()
+    app.selectbox(key="exp_fusion").set_value("early").run()  # the recommended model's is late
     app.multiselect(key="exp_image_model").set_value(["attention"]).run()  # attention needs late fusion
     assert "cannot run" in app.error[0].value and app.button[0].disabled
     app.selectbox(key="exp_fusion").set_value("late").run()
@@ -201,15 +204,21 @@ def test_runs_page_empty(cohort, isolated_cache):
 def test_score_page_trains_and_refuses_bad_input(cohort, isolated_cache):
     app = open_page("score", cohort, isolated_cache)
     assert "No trained model yet" in texts(app)
-    app.button[0].click().run()  # train the recommended configuration (the form's default)
+    # the form defaults to the recommended configuration (late fusion with the morphology expert) ...
+    assert app.button[0].label == f"Train {RECOMMENDED.label()}"
+    # ... whose 10 threshold repeats take a minute here: train a clinical-only model instead
+    app.selectbox(key="train_features").set_value("clinical").run()
+    app.button[0].click().run()
     finish_job(app, "train_model")
-    assert app.selectbox(key="score_model").value.endswith("/recommended")  # a real (non-demo) cohort here
+    chosen = app.selectbox(key="score_model").value
+    assert chosen.endswith("/xgboost-clinical-weights")  # a real (non-demo) cohort here: no -demo suffix
     app.button[-1].click().run()  # Score with no patient ID
     assert "Patient ID" in app.error[0].value
 
 
 def test_score_page_decides_at_the_stored_operating_point_and_clears_stale_results(cohort, isolated_cache):
-    save_model(train_model(cohort, RECOMMENDED), isolated_cache / "models" / "recommended")
+    save_model(train_model(cohort, RECOMMENDED, isolated_cache, threshold_repeats=2),
+               isolated_cache / "models" / "recommended")
     save_model(train_model(cohort, ExperimentConfig(features="clinical", classifier="logreg")),
                isolated_cache / "models" / "other")
     app = open_page("score", cohort, isolated_cache)
@@ -218,17 +227,22 @@ def test_score_page_decides_at_the_stored_operating_point_and_clears_stale_resul
     assert "Trained on" in card and "Operating point" in card and "threshold" in card
     app.text_input(key="score_patient_id").input("P-042")
     app.date_input(key="score_dob").set_value(date(1970, 5, 14))
+    app.button[-1].click().run()  # the recommended model uses images: none given is a clear refusal
+    assert not app.exception and "no images" in app.error[0].value and not app.metric
+    app.selectbox(key="score_model").set_value(str(isolated_cache / "models" / "other")).run()
     app.button[-1].click().run()  # a clinical-only model: no images needed
     assert all("Malignant pattern" in e.value for e in app.error), app.error  # the decision, not a refusal
     shown = texts(app)
     assert "49.6 years at 2020-01-01" in shown and "from date of birth 1970-05-14" in shown and "P-042" in shown
     assert "refer for flow cytometry" in shown.lower() or "does not suggest referral" in shown
     assert "not a diagnosis" in shown  # the disclaimer beside the decision
-    app.selectbox(key="score_model").set_value(app.selectbox(key="score_model").options[1]).run()
+    app.selectbox(key="score_model").set_value(str(isolated_cache / "models" / "recommended")).run()
     assert "previous result was cleared" in texts(app) and not app.metric  # no stale probability
 
 
 def test_date_of_birth_accepts_recent_dates(cohort, isolated_cache):
-    save_model(train_model(cohort, RECOMMENDED), isolated_cache / "models" / "recommended")
+    # any model will do here: a cheap clinical one
+    save_model(train_model(cohort, ExperimentConfig(features="clinical", classifier="logreg"), threshold_repeats=2),
+               isolated_cache / "models" / "clinical")
     app = open_page("score", cohort, isolated_cache)
     assert app.date_input(key="score_dob").max == date.today()
