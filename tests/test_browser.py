@@ -138,11 +138,15 @@ def test_experiment_form_and_run(server, page):
     page.goto(f"{server['url']}/experiment")
     wait_for_idle(page)
     encoder = page.get_by_label("Image encoder")
-    assert encoder.is_disabled()
+    assert encoder.is_enabled()  # the recommended model uses images (late fusion with morphology)
+    page.get_by_role("combobox", name="Features", exact=True).click()
+    page.get_by_role("option", name="Clinical only").click()
+    wait_for_idle(page)
+    expect(page.get_by_label("Image encoder")).to_be_disabled()  # at once, nothing to submit first
     page.get_by_role("combobox", name="Features", exact=True).click()
     page.get_by_role("option", name="Clinical + images").click()
     wait_for_idle(page)
-    expect(page.get_by_label("Image encoder")).to_be_enabled()  # at once, nothing to submit first
+    expect(page.get_by_label("Image encoder")).to_be_enabled()
     page.get_by_role("combobox", name="Features", exact=True).click()
     page.get_by_role("option", name="Clinical only").click()
     page.get_by_role("combobox", name="Classifier", exact=True).click()
