@@ -37,7 +37,15 @@ def encode_binary_target(estimator, y):
 
 
 class BinaryClassifier(ClassifierMixin, BaseEstimator):
-    """Base for the two-class estimators here; the tag tells scikit-learn tools."""
+    """Base for the two-class estimators here; the tag tells scikit-learn tools.
+
+    ``predict`` is the project's one decision rule, ``probability >= 0.5``, derived from
+    each subclass's ``predict_proba``, so no estimator can decide by a rule of its own.
+    """
+
+    def predict(self, X):
+        """Positive class where its probability is >= 0.5 (the project's one decision rule)."""
+        return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -212,10 +212,6 @@ class CellCNNClassifier(BinaryClassifier):
         positive = 1 / (1 + np.exp(-self._forward(X)[0]))
         return np.column_stack([1 - positive, positive])
 
-    def predict(self, X) -> np.ndarray:
-        """Positive class where its probability is >= 0.5 (the project's one decision rule)."""
-        return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
-
     def instance_weights(self, X) -> list[np.ndarray]:
         """Per bag, each cell's attention weight (sums to 1 over the bag)."""
         return self._forward(X)[1]

@@ -95,11 +95,6 @@ class XGBoostClassifier(BinaryClassifier):
         check_is_fitted(self)
         return self.model_.predict_proba(validate_data(self, X, reset=False)).astype(np.float64)
 
-    def predict(self, X):
-        """Positive class where its probability is >= 0.5 (the project's one decision rule)."""
-        positive = self.predict_proba(X)[:, 1] >= 0.5
-        return self.classes_[positive.astype(int)]
-
 
 class _SmallClassCheck:
     """Explains, instead of a k-NN traceback, when a class is too small to oversample.
@@ -189,11 +184,6 @@ class CalibratedSVC(BinaryClassifier):
         """Calibrated probabilities for ``classes_``, shape (n_samples, 2)."""
         positive = 1.0 / (1.0 + np.exp(-(self.slope_ * self.decision_function(X) + self.intercept_)))
         return np.column_stack([1.0 - positive, positive])
-
-    def predict(self, X):
-        """Positive class where its probability is >= 0.5 (the project's one decision rule)."""
-        positive = self.predict_proba(X)[:, 1] >= 0.5
-        return self.classes_[positive.astype(int)]
 
 
 def _svm(class_weight, random_state):

@@ -130,10 +130,6 @@ class LateFusion(BinaryClassifier):
             positive = 1 / (1 + np.exp(-(_logit(probabilities) @ self.stack_coef_ + self.stack_intercept_)))
         return np.column_stack([1 - positive, positive])
 
-    def predict(self, X) -> np.ndarray:
-        """Positive class where its probability is >= 0.5 (the project's one decision rule)."""
-        return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
-
     def instance_weights(self, X) -> list[np.ndarray] | None:
         """Per patient, per cell: the weights of the first image expert that has them
         (attention or top-k MIL, cell CNN); None when no expert weighs cells."""

@@ -149,8 +149,3 @@ class TorchMLPClassifier(BinaryClassifier):
         """Probabilities for ``classes_``, shape (n_samples, 2)."""
         positive = 1.0 / (1.0 + np.exp(-self.decision_function(X)))
         return np.column_stack([1.0 - positive, positive])
-
-    def predict(self, X):
-        """Positive class where its probability is >= 0.5 (the project's one decision rule)."""
-        positive = self.predict_proba(X)[:, 1] >= 0.5
-        return self.classes_[positive.astype(int)]
