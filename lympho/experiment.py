@@ -161,7 +161,8 @@ def make_extractor(config: ExperimentConfig, cache_dir: Path | None, engine=None
                    device: str = "auto"):
     """The cached feature extractor for ``config``'s images; ``engine``: where missing
     features are computed (None: this process; a :class:`lympho.distributed.RayEngine`)."""
-    from lympho.features import FeatureExtractor, Preprocessing
+    from lympho.encoders.preprocessing import Preprocessing
+    from lympho.features import FeatureExtractor
 
     return FeatureExtractor(config.encoder, config.weights, precision=config.precision, device=device,
                             preprocessing=Preprocessing(crop=config.crop), cache_dir=cache_dir,

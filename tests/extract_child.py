@@ -8,7 +8,8 @@ import signal
 import sys
 
 from lympho.data import load_cohort
-from lympho.features import FeatureExtractor, Preprocessing
+from lympho.encoders.preprocessing import Preprocessing
+from lympho.features import FeatureExtractor
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,34 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@contextmanager
+def running_dashboard(cache: Path, startup_s: float):
+    """``streamlit run app.py`` on a free loopback port with its own cache, until the block ends:
+    yields the URL and the server process."""
+    env = {**os.environ, "LYMPHO_CACHE": str(cache), "TORCH_HOME": str(cache / "torch")}
+    env.pop("LYMPHO_DATA", None)
+    url = f"http://127.0.0.1:{free_port()}"
+    process = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py",
+                                "--server.port", url.rsplit(":", 1)[1], "--server.address", "127.0.0.1",
+                                "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+                               cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + startup_s
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        process.kill()
+        pytest.fail(f"streamlit did not start: {process.stderr.read().decode()[-2000:]}")
+    try:
+        yield url, process
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """The dashboard on a free loopback port, on the demo cohort, with its own cache, two runs
@@ -56,27 +85,8 @@ def server(tmp_path_factory):
     # the recommended model (late fusion with the morphology expert: its cell features are cached here for the
     # server), its threshold from 2 CV repeats instead of 10 to keep the test short
     save_model(train_model(demo, RECOMMENDED, cache, threshold_repeats=2), cache / "models" / "recommended-demo")
-    port = free_port()
-    env = {**os.environ, "LYMPHO_CACHE": str(cache), "TORCH_HOME": str(cache / "torch")}
-    env.pop("LYMPHO_DATA", None)
-    process = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                                "--server.address", "127.0.0.1", "--server.headless", "true",
-                                "--browser.gatherUsageStats", "false"],
-                               cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        process.kill()
-        pytest.fail(f"streamlit did not start: {process.stderr.read().decode()[-2000:]}")
-    yield {"url": url, "cache": cache}
-    process.terminate()
-    process.wait(10)
+    with running_dashboard(cache, startup_s=60) as (url, _):
+        yield {"url": url, "cache": cache}
 
 
 @pytest.fixture(scope="module")

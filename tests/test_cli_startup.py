@@ -24,7 +24,7 @@ print("LOADED", *sorted(m for m in {heavy!r} if m in sys.modules))
 
 def run_cli(*argv: str) -> tuple[str, str]:
     done = subprocess.run([sys.executable, "-c", PROBE.format(argv=list(argv), heavy=HEAVY)],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=300)
     return done.stdout, done.stderr
 
 

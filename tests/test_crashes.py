@@ -15,7 +15,8 @@ import pytest
 
 from lympho.__main__ import main
 from lympho.data import load_cohort
-from lympho.features import FeatureExtractor, Preprocessing
+from lympho.encoders.preprocessing import Preprocessing
+from lympho.features import FeatureExtractor
 from lympho.runstore import RunStore
 from lympho.synthetic import write_demo_cohort
 

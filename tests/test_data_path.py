@@ -7,9 +7,6 @@ where torchvision decodes with libjpeg-turbo exactly as Pillow does, so it must 
 same features too, fallbacks (PNG, greyscale, EXIF-rotated, other sizes) and crop included.
 """
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -19,34 +16,26 @@ from lympho.data import load_cohort, read_image
 from lympho.encoders import make_encoder
 from lympho.features import FeatureExtractor
 from lympho.synthetic import write_demo_cohort
-
-PROBE = """
-import runpy, sys
-sys.argv = ["lympho", *{argv!r}]
-try:
-    runpy.run_module("lympho", run_name="__main__")
-except SystemExit as exit:
-    print("EXIT", exit.code)
-print("TORCH", "torch" in sys.modules)
-"""
+from tests.test_cli_startup import run_cli
 
 
-def run_probe(*argv: str) -> str:
-    done = subprocess.run([sys.executable, "-c", PROBE.format(argv=list(argv))], capture_output=True,
-                          text=True, timeout=300)
-    return done.stdout
+def torch_loaded(*argv: str) -> tuple[str, bool]:
+    """The CLI's output for ``argv`` in a fresh process, and whether it imported torch."""
+    out, _ = run_cli(*argv)
+    return out, "torch" in out.strip().splitlines()[-1].split()[1:]
 
 
 def test_a_fully_cached_run_imports_no_torch(tmp_path, capsys):
     tiny = write_demo_cohort(tmp_path / "tiny", n_train=8, n_test=0, images_per_patient=(2, 3), seed=1)
     options = ["--data", str(tiny), "--weights", "none", "--cache-dir", str(tmp_path / "cache")]
     assert main(["extract", *options]) == 0 and "0 cached" in capsys.readouterr().out
-    warm = run_probe("extract", *options)
-    assert "0 extracted" in warm and "TORCH False" in warm
-    evaluate = run_probe("evaluate", *options, "--features", "images", "--classifier", "logreg", "--folds", "2")
-    assert "run stored" in evaluate and "TORCH False" in evaluate
-    rehash = run_probe("extract", *options, "--rehash")
-    assert "0 extracted" in rehash and "TORCH False" in rehash
+    warm, torch = torch_loaded("extract", *options)
+    assert "0 extracted" in warm and not torch
+    evaluate, torch = torch_loaded("evaluate", *options, "--features", "images", "--classifier", "logreg",
+                                   "--folds", "2")
+    assert "run stored" in evaluate and not torch
+    rehash, torch = torch_loaded("extract", *options, "--rehash")
+    assert "0 extracted" in rehash and not torch
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ from torchvision.models import get_model
 
 from lympho.data import CohortError, load_cohort
 from lympho.encoders.torchvision import BACKBONES, WeightsUnavailable, build_encoder, hub_checkpoint_path
-from lympho.features import FeatureExtractor, Preprocessing, content_hash, open_feature_cache
+from lympho.encoders.preprocessing import Preprocessing
+from lympho.features import FeatureExtractor, content_hash, open_feature_cache
 from lympho.pooling import pool_bags
 
 

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from lympho.data import MAX_IMAGE_PIXELS, CohortError, check_image, read_image
-from lympho.features import Preprocessing
+from lympho.encoders.preprocessing import Preprocessing
 from tests.test_uploads import bomb_png
 
 RED, WHITE = (255, 0, 0), (255, 255, 255)

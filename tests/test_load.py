@@ -11,10 +11,8 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,7 +21,7 @@ from lympho.data import load_cohort
 from lympho.experiment import ExperimentConfig
 from lympho.scoring import save_model, train_model
 from lympho.synthetic import demo_cohort_dir, write_demo_cohort
-from tests.test_browser import CHROMIUM_FLAGS, chromium, free_port, wait_for_idle
+from tests.test_browser import CHROMIUM_FLAGS, chromium, running_dashboard, wait_for_idle
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
@@ -69,27 +67,9 @@ def server(tmp_path_factory):
     image.rename(image.with_name(f"{HOSTILE}.jpg"))
     (hostile / "trainset" / "trainset_true.csv").write_text("\n".join([table[0], table[1].replace(first, HOSTILE, 1),
                                                                       *table[2:]]) + "\n")
-    port = free_port()
-    env = {**os.environ, "LYMPHO_CACHE": str(cache), "TORCH_HOME": str(cache / "torch")}
-    env.pop("LYMPHO_DATA", None)
-    process = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                                "--server.headless", "true"], cwd=REPO, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        process.kill()
-        pytest.fail(f"streamlit did not start: {process.stderr.read().decode()[-2000:]}")
-    yield {"url": url, "cache": cache, "pid": process.pid, "hostile": hostile,
-           "patient": list(load_cohort(demo_cohort_dir(cache)).select("test")[0].images)}
-    process.terminate()
-    process.wait(10)
+    with running_dashboard(cache, startup_s=90) as (url, process):
+        yield {"url": url, "cache": cache, "pid": process.pid, "hostile": hostile,
+               "patient": list(load_cohort(demo_cohort_dir(cache)).select("test")[0].images)}
 
 
 @pytest.fixture(scope="module")

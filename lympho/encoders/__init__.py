@@ -82,7 +82,7 @@ def make_encoder(name: str, weights: str = "imagenet", precision: str = "auto", 
 
         return MorphologyEncoder()
     from lympho.encoders.torchvision import TorchvisionEncoder
-    from lympho.features import Preprocessing
+    from lympho.encoders.preprocessing import Preprocessing
 
     return TorchvisionEncoder(name, weights, precision, device, Preprocessing(crop=crop), decoder)
 

@@ -25,6 +25,7 @@ import numpy as np
 from lympho.data import CohortError
 from lympho.decoding import decode_batch, is_plain_jpeg
 from lympho.encoders import PRECISIONS, WEIGHTS, WeightsUnavailable
+from lympho.encoders.preprocessing import Preprocessing
 
 if TYPE_CHECKING:
     import torch
@@ -205,8 +206,6 @@ class TorchvisionEncoder:
 
     def __init__(self, name: str, weights: str = "imagenet", precision: str = "auto", device: str = "auto",
                  preprocessing=None, decoder: str = "auto"):
-        from lympho.features import Preprocessing
-
         self.spec = backbone_spec(name)
         if weights not in WEIGHTS:
             raise ValueError(f"unknown weights {weights!r}; choose one of {', '.join(WEIGHTS)}")

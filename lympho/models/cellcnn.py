@@ -27,7 +27,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from lympho.encoders.morphology import centre, half_resolution
-from lympho.models.classifiers import _BinaryClassifier, _encode_binary_target
+from lympho.models.base import BinaryClassifier, encode_binary_target
 from lympho.models.mil import GatedAttention, class_weights, inner_split, load_arrays, network_arrays
 
 
@@ -73,7 +73,7 @@ def _augment(cells: torch.Tensor, rng: np.random.Generator, jitter: float) -> to
     return out * torch.from_numpy(scale).to(cells.device)
 
 
-class CellCNNClassifier(_BinaryClassifier):
+class CellCNNClassifier(BinaryClassifier):
     """Attention-MIL cell CNN from pixels; ``X`` is a sequence of bags of image paths."""
 
     def __init__(self, size=64, cells_per_bag=16, bags_per_step=8, epochs=12, passes=1, learning_rate=3e-3,
@@ -112,7 +112,7 @@ class CellCNNClassifier(_BinaryClassifier):
 
         device = resolve_device(self.device)
         self.device_, self.precision_ = device.type, resolve_precision(self.precision, device)
-        y_index = _encode_binary_target(self, np.asarray(y))
+        y_index = encode_binary_target(self, np.asarray(y))
         cells, rows = self._decode(X)
         sample = cells[:: max(1, len(cells) // 2000)].float()
         self.mean_ = sample.mean((0, 2, 3)).numpy().astype(np.float32)
@@ -211,10 +211,6 @@ class CellCNNClassifier(_BinaryClassifier):
         """Probabilities for ``classes_``, shape (n_bags, 2)."""
         positive = 1 / (1 + np.exp(-self._forward(X)[0]))
         return np.column_stack([1 - positive, positive])
-
-    def predict(self, X) -> np.ndarray:
-        """Positive class where its probability is >= 0.5 (the project's one decision rule)."""
-        return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
 
     def instance_weights(self, X) -> list[np.ndarray]:
         """Per bag, each cell's attention weight (sums to 1 over the bag)."""

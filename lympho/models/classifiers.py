@@ -15,54 +15,18 @@ from typing import Sequence
 import numpy as np
 from imblearn.over_sampling import SMOTE, SMOTENC
 from imblearn.pipeline import Pipeline
-from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
-from sklearn.utils.class_weight import compute_sample_weight
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from xgboost import XGBClassifier
 
 from lympho.models import CLASSIFIERS, IMBALANCE
+from lympho.models.base import BinaryClassifier, balanced_weights, check_choice, encode_binary_target
 
 
-def _check_choice(name, value, choices):
-    """Raise a ValueError naming the valid choices when ``value`` is not one."""
-    if value not in choices:
-        raise ValueError(f"Unknown {name} {value!r}; choose one of {', '.join(map(repr, choices))}.")
-
-
-def _balanced_weights(class_weight, y, sample_weight):
-    """Per-sample weights n / (n_classes * n_c) for "balanced", times ``sample_weight``."""
-    _check_choice("class_weight", class_weight, (None, "balanced"))
-    weights = np.ones(len(y)) if class_weight is None else compute_sample_weight("balanced", y)
-    return weights if sample_weight is None else weights * np.asarray(sample_weight, dtype=float)
-
-
-def _encode_binary_target(estimator, y):
-    """Set ``classes_`` and return ``y`` as 0/1 indices into it (binary problems only)."""
-    check_classification_targets(y)
-    estimator.classes_, y_index = np.unique(y, return_inverse=True)
-    if len(estimator.classes_) != 2:
-        raise ValueError(
-            f"Only binary classification is supported; y has {len(estimator.classes_)} class(es): "
-            f"{estimator.classes_.tolist()}."
-        )
-    return y_index
-
-
-class _BinaryClassifier(ClassifierMixin, BaseEstimator):
-    """Base for the two-class estimators here; the tag tells scikit-learn tools."""
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_class = False
-        return tags
-
-
-class XGBoostClassifier(_BinaryClassifier):
+class XGBoostClassifier(BinaryClassifier):
     """``xgboost.XGBClassifier`` that accepts ``class_weight`` like scikit-learn models.
 
     ``class_weight="balanced"`` becomes per-sample weights at fit time, so the
@@ -93,7 +57,7 @@ class XGBoostClassifier(_BinaryClassifier):
     def fit(self, X, y, sample_weight=None):
         """Train a fresh booster on ``X``, ``y``; returns self."""
         X, y = validate_data(self, X, y)
-        y_index = _encode_binary_target(self, y)
+        y_index = encode_binary_target(self, y)
         self.model_ = XGBClassifier(
             n_estimators=self.n_estimators,
             max_depth=self.max_depth,
@@ -105,7 +69,7 @@ class XGBoostClassifier(_BinaryClassifier):
             objective="binary:logistic",
             tree_method="hist",
         )
-        weights = _balanced_weights(self.class_weight, y_index, sample_weight)
+        weights = balanced_weights(self.class_weight, y_index, sample_weight)
         self.model_.fit(X, y_index, sample_weight=weights)
         return self
 
@@ -130,11 +94,6 @@ class XGBoostClassifier(_BinaryClassifier):
         """Probabilities for ``classes_``, shape (n_samples, 2)."""
         check_is_fitted(self)
         return self.model_.predict_proba(validate_data(self, X, reset=False)).astype(np.float64)
-
-    def predict(self, X):
-        """Positive class where its probability is >= 0.5 (the project's one decision rule)."""
-        positive = self.predict_proba(X)[:, 1] >= 0.5
-        return self.classes_[positive.astype(int)]
 
 
 class _SmallClassCheck:
@@ -172,7 +131,7 @@ class CheckedSMOTENC(_SmallClassCheck, SMOTENC):
     is a possible one (never a gender of 0.4)."""
 
 
-class CalibratedSVC(_BinaryClassifier):
+class CalibratedSVC(BinaryClassifier):
     """RBF support-vector machine whose probability respects its class weighting.
 
     ``SVC(probability=True)`` (libsvm's Platt scaling, deprecated in scikit-learn
@@ -200,8 +159,8 @@ class CalibratedSVC(_BinaryClassifier):
     def fit(self, X, y, sample_weight=None):
         """Calibrate on inner folds of ``X``, ``y``, then fit the SVM on all of it; returns self."""
         X, y = validate_data(self, X, y)
-        y_index = _encode_binary_target(self, y)
-        weights = _balanced_weights(self.class_weight, y_index, sample_weight)
+        y_index = encode_binary_target(self, y)
+        weights = balanced_weights(self.class_weight, y_index, sample_weight)
         folds = min(self.calibration_folds, np.bincount(y_index).min())
         if folds < 2:
             raise ValueError(f"the SVM's calibration needs at least 2 samples of each class, got "
@@ -225,11 +184,6 @@ class CalibratedSVC(_BinaryClassifier):
         """Calibrated probabilities for ``classes_``, shape (n_samples, 2)."""
         positive = 1.0 / (1.0 + np.exp(-(self.slope_ * self.decision_function(X) + self.intercept_)))
         return np.column_stack([1.0 - positive, positive])
-
-    def predict(self, X):
-        """Positive class where its probability is >= 0.5 (the project's one decision rule)."""
-        positive = self.predict_proba(X)[:, 1] >= 0.5
-        return self.classes_[positive.astype(int)]
 
 
 def _svm(class_weight, random_state):
@@ -267,8 +221,8 @@ def make_pipeline(classifier: str, imbalance: str = "weights", random_state: int
     scaler and SMOTE are refitted on each training fold only, and SMOTE is
     skipped at prediction time.
     """
-    _check_choice("classifier", classifier, CLASSIFIERS)
-    _check_choice("imbalance", imbalance, IMBALANCE)
+    check_choice("classifier", classifier, CLASSIFIERS)
+    check_choice("imbalance", imbalance, IMBALANCE)
     class_weight = "balanced" if imbalance == "weights" else None
     steps = [("scale", StandardScaler())]
     if imbalance == "smote":

@@ -23,7 +23,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.model_selection import StratifiedKFold
 from sklearn.utils.validation import check_is_fitted
 
-from lympho.models.classifiers import _BinaryClassifier, _encode_binary_target
+from lympho.models.base import BinaryClassifier, encode_binary_target
 from lympho.pooling import pool_bags
 
 PARTS = ("clinical", "pooled", "bags", "images")
@@ -76,7 +76,7 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-class LateFusion(_BinaryClassifier):
+class LateFusion(BinaryClassifier):
     """Experts fitted separately on the same patients; their probabilities combined.
 
     ``experts``: a list of ``(name, estimator)``; each estimator reads patient records
@@ -96,7 +96,7 @@ class LateFusion(_BinaryClassifier):
             raise ValueError(f"unknown combine {self.combine!r}; choose one of {', '.join(COMBINES)}")
         if not self.experts:
             raise ValueError("LateFusion needs at least one expert")
-        y_index = _encode_binary_target(self, np.asarray(y))
+        y_index = encode_binary_target(self, np.asarray(y))
         X = _object_array(list(X))
         if self.combine == "stacked":
             self._fit_stacker(X, y_index)
@@ -129,10 +129,6 @@ class LateFusion(_BinaryClassifier):
         else:
             positive = 1 / (1 + np.exp(-(_logit(probabilities) @ self.stack_coef_ + self.stack_intercept_)))
         return np.column_stack([1 - positive, positive])
-
-    def predict(self, X) -> np.ndarray:
-        """Positive class where its probability is >= 0.5 (the project's one decision rule)."""
-        return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
 
     def instance_weights(self, X) -> list[np.ndarray] | None:
         """Per patient, per cell: the weights of the first image expert that has them

@@ -34,7 +34,7 @@ from sklearn.model_selection import StratifiedShuffleSplit
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from lympho.models.classifiers import _BinaryClassifier, _encode_binary_target
+from lympho.models.base import BinaryClassifier, encode_binary_target
 from lympho.models.mlp import _torch_threads
 
 
@@ -125,7 +125,7 @@ def load_arrays(network: nn.Module, arrays: dict) -> nn.Module:
     return network.eval()
 
 
-class _MILClassifier(_BinaryClassifier):
+class _MILClassifier(BinaryClassifier):
     """Shared fit / predict of the bag classifiers; subclasses fix the pooling."""
 
     pooling = "attention"
@@ -146,7 +146,7 @@ class _MILClassifier(_BinaryClassifier):
     def fit(self, X, y):
         """Train on bags ``X`` with bag labels ``y``; returns self."""
         bags = self._bags(X)
-        y_index = _encode_binary_target(self, np.asarray(y))
+        y_index = encode_binary_target(self, np.asarray(y))
         stacked = np.concatenate(bags)
         self.n_features_in_ = stacked.shape[1]
         self.mean_ = stacked.mean(0)
@@ -217,10 +217,6 @@ class _MILClassifier(_BinaryClassifier):
         """Probabilities for ``classes_``, shape (n_bags, 2)."""
         positive = 1 / (1 + np.exp(-self._forward(X)[0]))
         return np.column_stack([1 - positive, positive])
-
-    def predict(self, X) -> np.ndarray:
-        """Positive class where its probability is >= 0.5 (the project's one decision rule)."""
-        return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
 
     def instance_weights(self, X) -> list[np.ndarray]:
         """Per bag, one weight per instance: the attention weight (sums to 1 over the bag)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from lympho.models.classifiers import _balanced_weights, _BinaryClassifier, _encode_binary_target
+from lympho.models.base import BinaryClassifier, balanced_weights, encode_binary_target
 
 
 @contextmanager
@@ -63,7 +63,7 @@ class _MLP(torch.nn.Module):
         return self.layers[-1](x).squeeze(-1)
 
 
-class TorchMLPClassifier(_BinaryClassifier):
+class TorchMLPClassifier(BinaryClassifier):
     """Binary MLP classifier in torch with a scikit-learn interface.
 
     Trained with Adam on a (sample-weighted) binary cross-entropy over logits.
@@ -96,8 +96,8 @@ class TorchMLPClassifier(_BinaryClassifier):
     def fit(self, X, y, sample_weight=None):
         """Train from scratch on ``X``, ``y``; returns self."""
         X, y = validate_data(self, X, y, dtype=np.float32)
-        y_index = _encode_binary_target(self, y)
-        weights = _balanced_weights(self.class_weight, y_index, sample_weight)
+        y_index = encode_binary_target(self, y)
+        weights = balanced_weights(self.class_weight, y_index, sample_weight)
         generator = torch.Generator().manual_seed(self.random_state)
         with _torch_threads(1):
             self.model_ = _MLP(X.shape[1], tuple(self.hidden_layer_sizes), self.dropout, generator)
@@ -149,8 +149,3 @@ class TorchMLPClassifier(_BinaryClassifier):
         """Probabilities for ``classes_``, shape (n_samples, 2)."""
         positive = 1.0 / (1.0 + np.exp(-self.decision_function(X)))
         return np.column_stack([1.0 - positive, positive])
-
-    def predict(self, X):
-        """Positive class where its probability is >= 0.5 (the project's one decision rule)."""
-        positive = self.predict_proba(X)[:, 1] >= 0.5
-        return self.classes_[positive.astype(int)]
