@@ -54,10 +54,12 @@ left.plotly_chart(figures.compare_runs(selected), key="compare")
 right.plotly_chart(figures.roc_overlay(selected), key="compare_roc")
 st.dataframe(tracker_table(selected).round(3).set_index("id").T.astype(str), width="stretch")  # runs as columns
 left, middle, right = st.columns(3)
-left.download_button("Export CSV", reports.csv_text(reports.runs_table(selected)), "lympho-runs.csv", "text/csv")
-middle.download_button("Export JSON", json.dumps(selected, indent=1), "lympho-runs.json", "application/json")
-right.download_button("Export HTML report", reports.runs_report_html(selected), "lympho-report.html", "text/html",
-                      help="One self-contained file with the figures, for presenting to a team.")
+# The exports are built when clicked, not on every rerun (the HTML report embeds plotly.js and every figure).
+left.download_button("Export CSV", lambda: reports.csv_text(reports.runs_table(selected)), "lympho-runs.csv",
+                     "text/csv")
+middle.download_button("Export JSON", lambda: json.dumps(selected, indent=1), "lympho-runs.json", "application/json")
+right.download_button("Export HTML report", lambda: reports.runs_report_html(selected), "lympho-report.html",
+                      "text/html", help="One self-contained file with the figures, for presenting to a team.")
 
 st.subheader("Run details")
 wanted = st.query_params.get("run")
