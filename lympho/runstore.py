@@ -61,8 +61,7 @@ class RunStore:
     def _path(self, run_id: str) -> Path:
         if not isinstance(run_id, str) or not _ID.match(run_id):
             raise RunNotFound(f"{run_id!r} is not a run id (see `python -m lympho runs list`)")
-        path = self.directory / f"{run_id}.json"
-        return path
+        return self.directory / f"{run_id}.json"
 
     def _write(self, run_id: str, run: dict) -> None:
         payload = {k: v for k, v in run.items() if k != "id"}
