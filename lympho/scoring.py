@@ -43,8 +43,6 @@ MODEL_FORMAT = 2
 MAX_LYMPH_COUNT = 1000.0
 
 
-
-
 @dataclass
 class TrainedModel:
     config: ExperimentConfig
@@ -115,8 +113,6 @@ class TrainedModel:
         for intervals)."""
         oof = self._oof()
         return _operating_point(oof["y_true"], oof["probability"], threshold)
-
-
 
 
 def train_model(cohort, config: ExperimentConfig = RECOMMENDED, cache_dir: Path | None = None,
