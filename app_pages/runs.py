@@ -36,7 +36,10 @@ table = tracker_table(listed, all_fields=all_fields)
 metric_columns = {m: st.column_config.NumberColumn(figures.metric_label(m), format="%.3f")
                   for m in ("balanced_accuracy", "f1", "recall", "specificity", "precision", "roc_auc")}
 metric_columns["balanced_accuracy_std"] = st.column_config.NumberColumn("BA sd over folds", format="%.3f")
-st.caption("Click a column header to sort; select rows to compare them. Metrics: mean over each run's folds.")
+metric_columns["balanced_accuracy_ci_low"] = st.column_config.NumberColumn("BA 95% CI low", format="%.2f")
+metric_columns["balanced_accuracy_ci_high"] = st.column_config.NumberColumn("BA 95% CI high", format="%.2f")
+st.caption("Click a column header to sort; select rows to compare them. Metrics: mean over each run's folds; "
+           "BA 95% CI: bootstrap over patients of the run's out-of-fold predictions.")
 picked = st.dataframe(table, hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row",
                       key="runs_table", column_config=metric_columns, height=min(420, 38 + 35 * len(table)))
 
