@@ -70,9 +70,10 @@ choices = selected_ids if wanted not in by_id or wanted in selected_ids else [wa
 run = by_id[st.selectbox("Run", choices, format_func=lambda i: f"{i}: {display_name(by_id[i])}",
                          index=choices.index(wanted) if wanted in choices else 0, key="detail")]
 st.query_params["run"] = run["id"]
-st.markdown(f"[Link to this run](/runs?run={run['id']})" + (f" · tags: {', '.join(run['tags'])}"
-                                                           if run.get("tags") else "")
-            + (f"  \n*{run['note']}*" if run.get("note") else ""))
+st.markdown(f"[Link to this run](/runs?run={run['id']})")
+if run.get("tags") or run.get("note"):  # the user's own words, shown as plain text
+    st.text("\n".join(filter(None, [f"Tags: {', '.join(run.get('tags', []))}" if run.get("tags") else "",
+                                     run.get("note", "")])))
 with st.expander("Rename, tag, annotate or delete this run"):
     with st.form(f"edit_{run['id']}"):
         name = st.text_input("Name", run.get("name") or "", placeholder=run["label"])

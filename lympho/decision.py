@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 
 from PIL import Image
 
-from lympho.data import REFERENCE_DATE, open_image
+from lympho.data import REFERENCE_DATE, read_image
 from lympho.figures import FEATURE_LABELS, config_name
 
 DISCLAIMER_SHORT = ("Decision support for research use, not a diagnosis: confirm by flow cytometry and "
@@ -112,12 +112,10 @@ def thumbnails(files: Sequence[tuple[str, bytes]], limit: int = 60, side: int = 
     for name, content in files:
         if len(previews) >= limit or name.lower().endswith(".zip"):
             continue
-        try:
-            with open_image(io.BytesIO(content)) as image:  # allowed formats, pixel limit first
-                image.draft("RGB", (side, side))
-                preview = image.convert("RGB")
-                preview.thumbnail((side, side))
+        try:  # decoded as the model sees it: allowed formats, pixel limit first, upright, RGB
+            preview = read_image(io.BytesIO(content), draft=side)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # CohortError is a ValueError
             continue
+        preview.thumbnail((side, side))
         previews.append((name, preview))
     return previews
