@@ -239,7 +239,8 @@ def features(rgb: np.ndarray) -> np.ndarray:
     cell_shape = _shape(cell)
     centre = (np.array(nucleus.shape) - 1) / 2
     n_centroid, c_centroid = (np.array(ndimage.center_of_mass(m)) for m in (nucleus, cell))
-    _, n_dark = ndimage.label(255 - rgb[..., 0].astype(np.int16) > _otsu(255 - rgb[..., 0].astype(np.int16)))
+    darkness = 255 - rgb[..., 0].astype(np.int16)
+    _, n_dark = ndimage.label(darkness > _otsu(darkness))
     colours = [_colour(rgb, hema, region) for region in (nucleus, cytoplasm, ring, background)]
     nucleus_hema = hema[nucleus]
     grey = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
