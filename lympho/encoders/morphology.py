@@ -130,6 +130,13 @@ def _central_component(mask: np.ndarray) -> tuple[np.ndarray, int]:
 
 def segment(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """Nucleus and cell masks of a decoded crop, or None when segmentation fails."""
+    found = _segment(rgb)
+    return found[:2] if found else None
+
+
+def _segment(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """:func:`segment`, plus each pixel's distance to the nucleus (which :func:`features`
+    needs too, so it is computed once)."""
     red = rgb[..., 0].astype(np.int16)
     # Smoothed, so that coarse chromatin clumps do not split the nucleus.
     darkness = ndimage.gaussian_filter((255 - red).astype(np.float32), SMOOTH).round()
@@ -139,10 +146,10 @@ def segment(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     nucleus, _ = _central_component(darkness > threshold)
     if nucleus.sum() < MIN_NUCLEUS or nucleus.mean() > 0.6:
         return None
-    near = ndimage.distance_transform_edt(~nucleus) <= NEAR
+    outside = ndimage.distance_transform_edt(~nucleus)
     bluish = rgb[..., 2].astype(np.int16) - red > 0
-    cell, _ = _central_component((bluish & near) | nucleus)
-    return nucleus, cell | nucleus
+    cell, _ = _central_component((bluish & (outside <= NEAR)) | nucleus)
+    return nucleus, cell | nucleus, outside
 
 
 def masks(path: Path | str) -> dict:
@@ -225,13 +232,12 @@ def _uniform_lbp(grey: np.ndarray, mask: np.ndarray) -> list[float]:
 def features(rgb: np.ndarray) -> np.ndarray:
     """``FEATURE_NAMES`` of one decoded crop (float32); failed segmentation: zeros and the flag."""
     out = np.zeros(N_FEATURES, dtype=np.float32)
-    found = segment(rgb)
+    found = _segment(rgb)
     if found is None:
         out[-1] = 1.0
         return out
-    nucleus, cell = found
+    nucleus, cell, outside = found
     cytoplasm = cell & ~nucleus
-    outside = ndimage.distance_transform_edt(~nucleus)
     ring = (outside > 0) & (outside <= RING)
     background = ~cell & (ndimage.distance_transform_edt(~cell) > RING)
     od = -np.log((rgb.astype(np.float32) + 1) / 256)
