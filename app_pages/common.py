@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import html
-from pathlib import Path
 
 import pandas as pd
 import streamlit as st

@@ -36,7 +36,10 @@ table = tracker_table(listed, all_fields=all_fields)
 metric_columns = {m: st.column_config.NumberColumn(figures.metric_label(m), format="%.3f")
                   for m in ("balanced_accuracy", "f1", "recall", "specificity", "precision", "roc_auc")}
 metric_columns["balanced_accuracy_std"] = st.column_config.NumberColumn("BA sd over folds", format="%.3f")
-st.caption("Click a column header to sort; select rows to compare them. Metrics: mean over each run's folds.")
+metric_columns["balanced_accuracy_ci_low"] = st.column_config.NumberColumn("BA 95% CI low", format="%.2f")
+metric_columns["balanced_accuracy_ci_high"] = st.column_config.NumberColumn("BA 95% CI high", format="%.2f")
+st.caption("Click a column header to sort; select rows to compare them. Metrics: mean over each run's folds; "
+           "BA 95% CI: bootstrap over patients of the run's out-of-fold predictions.")
 picked = st.dataframe(table, hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row",
                       key="runs_table", column_config=metric_columns, height=min(420, 38 + 35 * len(table)))
 
@@ -54,10 +57,12 @@ left.plotly_chart(figures.compare_runs(selected), key="compare")
 right.plotly_chart(figures.roc_overlay(selected), key="compare_roc")
 st.dataframe(tracker_table(selected).round(3).set_index("id").T.astype(str), width="stretch")  # runs as columns
 left, middle, right = st.columns(3)
-left.download_button("Export CSV", reports.csv_text(reports.runs_table(selected)), "lympho-runs.csv", "text/csv")
-middle.download_button("Export JSON", json.dumps(selected, indent=1), "lympho-runs.json", "application/json")
-right.download_button("Export HTML report", reports.runs_report_html(selected), "lympho-report.html", "text/html",
-                      help="One self-contained file with the figures, for presenting to a team.")
+# The exports are built when clicked, not on every rerun (the HTML report embeds plotly.js and every figure).
+left.download_button("Export CSV", lambda: reports.csv_text(reports.runs_table(selected)), "lympho-runs.csv",
+                     "text/csv")
+middle.download_button("Export JSON", lambda: json.dumps(selected, indent=1), "lympho-runs.json", "application/json")
+right.download_button("Export HTML report", lambda: reports.runs_report_html(selected), "lympho-report.html",
+                      "text/html", help="One self-contained file with the figures, for presenting to a team.")
 
 st.subheader("Run details")
 wanted = st.query_params.get("run")

@@ -209,6 +209,6 @@ if shown is not None:
                  caption=[f"{score:.3f}" for _, score in shown["ranked"][:24]])
     elif not uses_images:
         st.caption("This model uses clinical values only: images do not change its score.")
-    st.download_button("Download the one-page report", reports.patient_report_html(result, shown["ranked"][:12],
-                                                                                shown["measure"] or ""),
+    st.download_button("Download the one-page report",  # built on click: it embeds the top cells as base64
+                       lambda: reports.patient_report_html(result, shown["ranked"][:12], shown["measure"] or ""),
                        f"lympho-report-{re.sub(r'[^A-Za-z0-9_.-]+', '_', result['id'])}.html", "text/html")

@@ -315,8 +315,9 @@ def cmd_score(args) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         patient = make_patient(patient_images(args.images, Path(scratch)), args.gender, args.lymph_count,
                                age=args.age, dob=dob)
-        result = score_patient(model, patient, cache_dir_of(args), threshold)
-        cells = instance_scores(model, patient, cache_dir_of(args))
+        cache_dir = cache_dir_of(args)
+        result = score_patient(model, patient, cache_dir, threshold)
+        cells = instance_scores(model, patient, cache_dir)
         ranked = [] if cells is None else [(p.read_bytes(), s) for p, s in zip(cells.path, cells.score)]
     decision = "malignant" if result["prediction"] else "reactive"
     print(f"probability of malignancy {result['probability']:.3f} -> {decision} at threshold "

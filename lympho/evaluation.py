@@ -335,10 +335,10 @@ def threshold_from_repeats(oof, target: float) -> dict:
     per_repeat = np.array([threshold_for_sensitivity(y, row, target) for row in probability])
     held_out = np.array([np.median(np.delete(per_repeat, r)) for r in range(len(per_repeat))])
     decided = probability >= held_out[:, None]
-    estimate = decision_estimates(y, decided, folds=folds, method=LEAVE_ONE_REPEAT_OUT)
     threshold = float(min(np.median(per_repeat), 1.0))
+    estimate = decision_estimates(y, decided, folds=folds, method=LEAVE_ONE_REPEAT_OUT, threshold=threshold)
     return {"target_sensitivity": float(target), "threshold": threshold,
-            "per_repeat": [float(t) for t in per_repeat], "estimate": estimate | {"threshold": threshold}}
+            "per_repeat": [float(t) for t in per_repeat], "estimate": estimate}
 
 
 def run_estimates(run) -> dict | None:

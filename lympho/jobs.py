@@ -74,7 +74,7 @@ class Job:
         return done / elapsed if done > 0 and elapsed > 0 else None
 
     def describe(self) -> str:
-        """E.g. ``Extraction: 576/9017 images encoded · 75 img/s · about 1 min 52 s left (0 min 08 s so far)``."""
+        """E.g. ``Extraction: 576/9017 images encoded · 75 img/s · about 1 min 53 s left (8 s so far)``."""
         rate = self.rate()
         with self._lock:
             stage, done, total = self.stage, self.done, self.total

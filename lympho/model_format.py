@@ -110,13 +110,14 @@ def load_pipeline(path: Path):
 
     path = Path(path)
     _check_size(path)
-    untrusted = sorted(set(sio.get_untrusted_types(file=path)) - set(trusted_types()))
+    trusted = trusted_types()
+    untrusted = sorted(set(sio.get_untrusted_types(file=path)) - set(trusted))
     if untrusted:
         raise UnsafeModelError(f"{path}: refusing to load: it names types that are not trusted "
                                f"({', '.join(untrusted)}); a model file can only hold scikit-learn, "
                                f"imbalanced-learn and lympho estimators")
     try:
-        return sio.load(path, trusted=trusted_types())
+        return sio.load(path, trusted=trusted)
     except Exception as err:  # a damaged or hand-made tree: never half-trusted
         raise UnsafeModelError(f"{path}: not a loadable model file ({type(err).__name__}: {err})") from None
 

@@ -61,8 +61,7 @@ class RunStore:
     def _path(self, run_id: str) -> Path:
         if not isinstance(run_id, str) or not _ID.match(run_id):
             raise RunNotFound(f"{run_id!r} is not a run id (see `python -m lympho runs list`)")
-        path = self.directory / f"{run_id}.json"
-        return path
+        return self.directory / f"{run_id}.json"
 
     def _write(self, run_id: str, run: dict) -> None:
         payload = {k: v for k, v in run.items() if k != "id"}
@@ -161,7 +160,8 @@ def differing_fields(runs: Sequence[dict]) -> list[str]:
 
 
 def tracker_table(runs: Sequence[dict], all_fields: bool = False) -> pd.DataFrame:
-    """One row per run for the tracker: name, metrics (means, then the balanced accuracy's sd),
+    """One row per run for the tracker: name, metrics (means, then the balanced accuracy's sd over
+    folds and its 95 % bootstrap interval over patients, where the run has one),
     tags, the configuration fields that differ between ``runs`` (every field with
     ``all_fields``), then the id, the cohort and the date. Numbers stay numbers so that
     columns sort."""
@@ -174,6 +174,8 @@ def tracker_table(runs: Sequence[dict], all_fields: bool = False) -> pd.DataFram
         for metric in METRICS:
             row[metric] = summary.get(metric, {}).get("mean")
         row["balanced_accuracy_std"] = summary.get("balanced_accuracy", {}).get("std")
+        interval = summary.get("headline", {}).get("metrics", {}).get("balanced_accuracy", {})
+        row["balanced_accuracy_ci_low"], row["balanced_accuracy_ci_high"] = interval.get("low"), interval.get("high")
         row["folds run"] = summary.get("n_folds", len(run.get("folds", [])))
         row["tags"] = ", ".join(run.get("tags", []))
         row.update({f"config.{f}": run.get("config", {}).get(f) for f in fields})

@@ -43,8 +43,6 @@ MODEL_FORMAT = 2
 MAX_LYMPH_COUNT = 1000.0
 
 
-
-
 @dataclass
 class TrainedModel:
     config: ExperimentConfig
@@ -115,8 +113,6 @@ class TrainedModel:
         for intervals)."""
         oof = self._oof()
         return _operating_point(oof["y_true"], oof["probability"], threshold)
-
-
 
 
 def train_model(cohort, config: ExperimentConfig = RECOMMENDED, cache_dir: Path | None = None,
@@ -252,13 +248,13 @@ def load_model(directory: Path | str, trust_pickle: bool = False) -> TrainedMode
     return TrainedModel(config, pipeline, meta)
 
 
-def _user_number(value, field: str, label: str) -> float:
+def _user_number(value, field: str) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise CohortError(f"non-numeric {label} {value!r}", field=field) from None
+        raise CohortError(f"non-numeric {field} {value!r}", field=field) from None
     if not np.isfinite(number):
-        raise CohortError(f"{label} must be a finite number, got {value!r}", field=field)
+        raise CohortError(f"{field} must be a finite number, got {value!r}", field=field)
     return number
 
 
@@ -300,7 +296,7 @@ def make_patient(images: Path | str | Sequence[Path], gender: str, lymph_count: 
     if (age is None) == (dob is None):
         raise CohortError("give exactly one of date of birth or age", field="age/dob")
     if dob is None:
-        age_today = _user_number(age, "age", "age")
+        age_today = _user_number(age, "age")
         if not 0 <= age_today <= 120:
             raise CohortError(f"age today must be between 0 and 120 years, got {age_today:.1f}", field="age")
         age = age_today_to_reference(age_today, today)
@@ -327,7 +323,7 @@ def make_patient(images: Path | str | Sequence[Path], gender: str, lymph_count: 
 
 
 def _check_threshold(threshold) -> float:
-    value = _user_number(threshold, "threshold", "threshold")
+    value = _user_number(threshold, "threshold")
     if not 0 <= value <= 1:
         raise CohortError(f"threshold must be between 0 and 1, got {value:g}", field="threshold")
     return value

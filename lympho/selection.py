@@ -27,7 +27,7 @@ from scipy import stats
 from sklearn.base import clone
 from sklearn.model_selection import RepeatedStratifiedKFold
 
-from lympho.evaluation import COUNT_METRICS, count_metrics, decision_estimates
+from lympho.evaluation import COUNT_METRICS, _positive_proba, count_metrics, decision_estimates
 
 #: Progress callback: (fits done, fits in total).
 Progress = Callable[[int, int], None]
@@ -86,7 +86,7 @@ def config_candidates(cohort, configs: Sequence, cache_dir=None, progress=None) 
 def _fit_proba(candidate: Candidate, train, test, y) -> np.ndarray:
     """Probability of malignancy of ``test`` rows from a clone fitted on ``train`` rows."""
     model = clone(candidate.estimator).fit(_rows(candidate.X, train), y[train])
-    return model.predict_proba(_rows(candidate.X, test))[:, list(model.classes_).index(1)]
+    return _positive_proba(model, _rows(candidate.X, test))
 
 
 def _rows(X, index):

@@ -116,7 +116,7 @@ def demo_cohort_ready(cache_dir: Path) -> bool:
 def demo_cohort_dir(cache_dir: Path, progress: Callable[[int, int], None] | None = None) -> Path:
     """``cache_dir/demo-cohort-v1``, generated once (atomically) if missing or incomplete."""
     target = Path(cache_dir) / COHORT_NAME
-    if (target / MARKER).is_file():
+    if demo_cohort_ready(cache_dir):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     # Build in a hidden sibling and rename it in: a half-written cohort never sits at `target`.

@@ -102,3 +102,10 @@ def test_config_validation_and_key():
     config = ExperimentConfig(seed=3)
     assert ExperimentConfig.from_dict(config.to_dict()) == config
     assert config.key() == ExperimentConfig(seed=3).key() != ExperimentConfig(seed=4).key()
+
+
+def test_the_published_estimate_belongs_to_the_recommended_configuration():
+    from lympho.experiment import RECOMMENDED
+    from lympho.reference import RECOMMENDED_ESTIMATE
+
+    assert ExperimentConfig(**RECOMMENDED_ESTIMATE["config"]) == RECOMMENDED

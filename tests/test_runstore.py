@@ -56,6 +56,7 @@ def test_tracker_table_puts_metrics_first_and_keeps_differing_fields(runs):
     assert list(table.columns[:3]) == ["name", "balanced_accuracy", "f1"]
     assert [c for c in table.columns if c.startswith("config.")] == ["config.seed"]
     assert table["balanced_accuracy"].dtype.kind == "f"  # numbers, so the column sorts
+    assert (table["balanced_accuracy_ci_low"] < table["balanced_accuracy_ci_high"]).all()  # every figure, its interval
     assert "config.classifier" in tracker_table(runs, all_fields=True).columns
 
 
