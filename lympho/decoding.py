@@ -7,7 +7,7 @@ baseline or progressive, three components, no EXIF block (nvJPEG would ignore an
 orientation), already at the encoder's input size. Every other file is decoded on the CPU
 by :func:`lympho.data.read_image`, as before, so the decision depends on the file alone and
 never on which batch it landed in. On the CPU the same code decodes with libjpeg-turbo,
-pixel for pixel what Pillow gives (tests/test_decoding.py).
+pixel for pixel what Pillow gives (tests/test_data_path.py).
 """
 
 from __future__ import annotations
@@ -61,8 +61,7 @@ def jpeg_header(data: bytes) -> tuple[int, int, int, bool] | None:
 def is_plain_jpeg(data: bytes, size: int) -> bool:
     """Whether the device decoder gives this file exactly what the CPU path would need:
     a ``size`` x ``size`` three-component JPEG without EXIF."""
-    header = jpeg_header(data)
-    return header is not None and header == (size, size, 3, False)
+    return jpeg_header(data) == (size, size, 3, False)
 
 
 def decode_batch(blobs: Sequence[np.ndarray], device) -> torch.Tensor:

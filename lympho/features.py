@@ -132,8 +132,8 @@ class FeatureExtractor:
 
     def _default_workers(self) -> int:
         # Per-image CPU encoders use every core. For a network on a GPU decoding is the
-        # bottleneck: every core decodes. On a CPU the cores run the network, and one
-        # decoding worker keeps up with it (PIL decodes ~2,000 img/s).
+        # bottleneck: every core decodes. On a CPU the cores run the network, and a quarter
+        # of them decode, which keeps up with it (PIL decodes ~2,000 img/s per worker).
         cores = os.cpu_count() or 1
         if not self.encoder.batched or self._on_cuda:
             return cores

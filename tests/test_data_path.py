@@ -83,3 +83,24 @@ def test_device_decoding_has_its_own_cache_key():
     pil = make_encoder("resnet18", "none", "fp32", "cpu", decoder="pil")
     assert "decoder" not in pil.params()  # Pillow-decoded features keep their keys
     assert make_encoder("resnet18", "none", "fp32", "cpu", decoder="device").params()["decoder"] == "device"
+
+
+def test_a_jpeg_the_device_refuses_is_cropped_once(odd_images, monkeypatch):
+    """The one-by-one fallback: a JPEG the device decoder refuses is decoded by ``load``,
+    which crops already; it must not be cropped a second time."""
+    import lympho.encoders.torchvision as tv
+
+    encoder = make_encoder("resnet18", "none", "fp32", "cpu", crop=112, decoder="device")
+    items = [encoder.read(path) for path in odd_images]
+    expected = encoder.decode(items)
+    real, refused = tv.decode_batch, []
+
+    def refuse_first(blobs, device):
+        if len(blobs) > 1 or len(refused) == 1:  # the batch, then the first file alone
+            refused.append(len(blobs))
+            raise RuntimeError("refused")
+        return real(blobs, device)
+
+    monkeypatch.setattr(tv, "decode_batch", refuse_first)
+    assert np.array_equal(encoder.decode(items).numpy(), expected.numpy())
+    assert refused == [len([item for item in items if item[0] == "jpeg"]), 1]

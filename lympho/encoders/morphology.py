@@ -130,6 +130,13 @@ def _central_component(mask: np.ndarray) -> tuple[np.ndarray, int]:
 
 def segment(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """Nucleus and cell masks of a decoded crop, or None when segmentation fails."""
+    found = _segment(rgb)
+    return found[:2] if found else None
+
+
+def _segment(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """:func:`segment`, plus each pixel's distance to the nucleus (which :func:`features`
+    needs too, so it is computed once)."""
     red = rgb[..., 0].astype(np.int16)
     # Smoothed, so that coarse chromatin clumps do not split the nucleus.
     darkness = ndimage.gaussian_filter((255 - red).astype(np.float32), SMOOTH).round()
@@ -139,10 +146,10 @@ def segment(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     nucleus, _ = _central_component(darkness > threshold)
     if nucleus.sum() < MIN_NUCLEUS or nucleus.mean() > 0.6:
         return None
-    near = ndimage.distance_transform_edt(~nucleus) <= NEAR
+    outside = ndimage.distance_transform_edt(~nucleus)
     bluish = rgb[..., 2].astype(np.int16) - red > 0
-    cell, _ = _central_component((bluish & near) | nucleus)
-    return nucleus, cell | nucleus
+    cell, _ = _central_component((bluish & (outside <= NEAR)) | nucleus)
+    return nucleus, cell | nucleus, outside
 
 
 def masks(path: Path | str) -> dict:
@@ -159,7 +166,8 @@ def masks(path: Path | str) -> dict:
 
 
 def _perimeter(mask: np.ndarray) -> float:
-    """Boundary length: 4-connected edge pixels, weighted like skimage's (diagonal runs ~sqrt 2)."""
+    """Boundary length, approximated: the number of edge pixels times 0.95 (one factor
+    standing in for skimage's per-configuration weights); never 0."""
     edge = mask & ~ndimage.binary_erosion(mask)
     return float(edge.sum()) * 0.95 + 1e-9
 
@@ -224,13 +232,12 @@ def _uniform_lbp(grey: np.ndarray, mask: np.ndarray) -> list[float]:
 def features(rgb: np.ndarray) -> np.ndarray:
     """``FEATURE_NAMES`` of one decoded crop (float32); failed segmentation: zeros and the flag."""
     out = np.zeros(N_FEATURES, dtype=np.float32)
-    found = segment(rgb)
+    found = _segment(rgb)
     if found is None:
         out[-1] = 1.0
         return out
-    nucleus, cell = found
+    nucleus, cell, outside = found
     cytoplasm = cell & ~nucleus
-    outside = ndimage.distance_transform_edt(~nucleus)
     ring = (outside > 0) & (outside <= RING)
     background = ~cell & (ndimage.distance_transform_edt(~cell) > RING)
     od = -np.log((rgb.astype(np.float32) + 1) / 256)
@@ -239,7 +246,8 @@ def features(rgb: np.ndarray) -> np.ndarray:
     cell_shape = _shape(cell)
     centre = (np.array(nucleus.shape) - 1) / 2
     n_centroid, c_centroid = (np.array(ndimage.center_of_mass(m)) for m in (nucleus, cell))
-    _, n_dark = ndimage.label(255 - rgb[..., 0].astype(np.int16) > _otsu(255 - rgb[..., 0].astype(np.int16)))
+    darkness = 255 - rgb[..., 0].astype(np.int16)
+    _, n_dark = ndimage.label(darkness > _otsu(darkness))
     colours = [_colour(rgb, hema, region) for region in (nucleus, cytoplasm, ring, background)]
     nucleus_hema = hema[nucleus]
     grey = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)

@@ -268,17 +268,20 @@ class TorchvisionEncoder:
                   for kind, pixels, _ in items]
         try:
             decoded = list(decode_batch([items[i][1] for i in jpegs], self.device)) if jpegs else []
+            decoded = [self.preprocessing.crop_array(image) for image in decoded]
         except RuntimeError:  # one bad file fails the batch: decode them one by one
             decoded = [self._decode_one(*items[i][1:]) for i in jpegs]
         for i, image in zip(jpegs, decoded):
-            images[i] = self.preprocessing.crop_array(image)
+            images[i] = image
         return torch.stack(images)
 
     def _decode_one(self, data: np.ndarray, path: Path) -> torch.Tensor:
+        """One JPEG decoded on the device and cropped; one the device refuses, by :meth:`load`
+        (which crops already)."""
         import torch
 
         try:
-            return decode_batch([data], self.device)[0]
+            return self.preprocessing.crop_array(decode_batch([data], self.device)[0])
         except RuntimeError:
             return torch.from_numpy(self.load(path)).to(self.device)
 

@@ -23,11 +23,11 @@ from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.model_selection import StratifiedKFold
 from sklearn.utils.validation import check_is_fitted
 
+from lympho.models import COMBINES
 from lympho.models.base import BinaryClassifier, encode_binary_target
 from lympho.pooling import pool_bags
 
 PARTS = ("clinical", "pooled", "bags", "images")
-COMBINES = ("mean", "stacked")
 
 
 def records(clinical: np.ndarray, bags=None, images=None) -> np.ndarray:

@@ -149,8 +149,8 @@ class _MILClassifier(BinaryClassifier):
         y_index = encode_binary_target(self, np.asarray(y))
         stacked = np.concatenate(bags)
         self.n_features_in_ = stacked.shape[1]
-        self.mean_ = stacked.mean(0)
-        self.scale_ = np.where(stacked.std(0) > 1e-8, stacked.std(0), 1.0)
+        self.mean_, std = stacked.mean(0), stacked.std(0)
+        self.scale_ = np.where(std > 1e-8, std, 1.0)
         bags = self._standardise(bags)
         train, valid = inner_split(y_index, self.validation_fraction, self.random_state)
         with seeded(self.random_state), _torch_threads(1):
