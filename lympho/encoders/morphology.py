@@ -284,7 +284,8 @@ class MorphologyEncoder:
     def params(self) -> dict:
         return {"kind": "morphology", "device": "cpu", "precision": "fp32", "work_px": WORK, "crop_px": CROP,
                 "near": NEAR, "ring": RING, "levels": LEVELS, "numpy": np.__version__,
-                "scipy": package_version("scipy"), "pillow": package_version("pillow")}
+                "scipy": package_version("scipy"), "scikit-image": package_version("scikit-image"),
+                "pillow": package_version("pillow")}
 
     def load(self, path) -> np.ndarray:
         return decode(path)
