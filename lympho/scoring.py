@@ -103,6 +103,9 @@ class TrainedModel:
                 return {"threshold": chosen["threshold"], "target_sensitivity": sensitivity,
                         "per_repeat": chosen["per_repeat"], "estimate": chosen["estimate"]}
             threshold = min(_threshold_for_sensitivity(oof["y_true"], oof["probability"], sensitivity), 1.0)
+            estimate = oof_estimates(oof, threshold)  # an older model: one repeat, so say what it is
+            estimate["method"] += "; threshold chosen on these same predictions, so optimistic"
+            return {"threshold": threshold, "target_sensitivity": sensitivity, "estimate": estimate}
         threshold = self.threshold if threshold is None else float(threshold)
         return {"threshold": threshold, "target_sensitivity": None, "estimate": oof_estimates(oof, threshold)}
 

@@ -243,3 +243,15 @@ def test_model_catalog_lists_models_and_reports_damaged_ones(shared, tmp_path):
     found, damaged = model_catalog(tmp_path / "models")
     assert [(p.name, m["label"]) for p, m in found] == [("good", IMAGE_MODEL.label())]
     assert len(damaged) == 1 and "bad" in damaged[0] and "damaged" in damaged[0]
+
+
+def test_a_one_repeat_model_says_its_sensitivity_threshold_is_optimistic(shared):
+    """Models saved before thresholds came from repeats hold one repeat: the threshold is then
+    chosen and scored on the same predictions, and the estimate must say so."""
+    model = shared[1]
+    oof = pd.DataFrame(model.meta["oof"])
+    one_repeat = dataclasses.replace(model, meta={**model.meta, "oof": oof[oof["repeat"] == 1].to_dict("list")})
+    point = one_repeat.operating_point_estimate(sensitivity=0.9)
+    assert point["target_sensitivity"] == 0.9
+    assert "optimistic" in point["estimate"]["method"]
+    assert point["estimate"]["metrics"]["recall"]["estimate"] >= 0.9  # true by construction: hence the warning
