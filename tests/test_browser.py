@@ -137,7 +137,7 @@ def test_every_page_renders(server, page):
     SHOTS.mkdir(parents=True, exist_ok=True)
     visit(page, server["url"], "overview")
     page.get_by_text("Labelled patients").wait_for()
-    assert page.get_by_text("SYNTHETIC DEMO COHORT").first.is_visible()
+    expect(page.get_by_text("SYNTHETIC DEMO COHORT").first).to_be_visible()
     page.get_by_text("Balanced accuracy against published results").first.wait_for()
     shoot(page, "overview")
     for name in ("data", "experiment", "ablation", "score", "runs"):
@@ -180,8 +180,8 @@ def test_runs_tracker_links_and_tags(server, page):
     run_id = page.get_by_role("combobox", name="Run", exact=True).input_value().split(": ")[0]
     page.goto(f"{server['url']}/runs?compare={run_id}")
     wait_for_idle(page)
-    assert page.get_by_text("Comparison of 1 run").is_visible()
-    assert page.get_by_text("ROC, out-of-fold").first.is_visible()
+    expect(page.get_by_text("Comparison of 1 run")).to_be_visible()  # waits: the charts render after idle
+    expect(page.get_by_text("ROC, out-of-fold").first).to_be_visible()
     page.get_by_text("Rename, tag, annotate or delete this run").click()
     page.get_by_label("Tags (space-separated)").fill("slides")
     page.get_by_role("button", name="Save").click()
@@ -200,7 +200,7 @@ def test_ablation_paper_table(server, page):
     page.get_by_text("stored as runs").wait_for(timeout=120_000)
     wait_for_idle(page)
     shoot(page, "ablation-result")
-    assert page.get_by_text("beside the report's Table 2").is_visible()
+    expect(page.get_by_text("beside the report's Table 2")).to_be_visible()
     assert page.get_by_text("Report: SVM, clinical").count() + page.locator("canvas").count() > 0
 
 

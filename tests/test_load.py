@@ -21,7 +21,7 @@ from lympho.data import load_cohort
 from lympho.experiment import ExperimentConfig
 from lympho.scoring import save_model, train_model
 from lympho.synthetic import demo_cohort_dir, write_demo_cohort
-from tests.test_browser import CHROMIUM_FLAGS, chromium, running_dashboard, wait_for_idle
+from tests.test_browser import CHROMIUM_FLAGS, chromium, expect, running_dashboard, wait_for_idle
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
@@ -125,7 +125,8 @@ def test_five_sessions_at_once(server, browser):
     probe_started = time.perf_counter()
     probe = new_pages(browser, [f"{url}/data"])[0]  # a sixth visitor, while all five work
     probe_seconds = time.perf_counter() - probe_started
-    assert probe.get_by_text("SYNTHETIC DEMO COHORT").first.is_visible() and no_exception(probe)
+    expect(probe.get_by_text("SYNTHETIC DEMO COHORT").first).to_be_visible()
+    assert no_exception(probe)
 
     finished = {}
     for name, page, text in ([(f"experiment {i}", p, "Stored as run") for i, p in enumerate(experiments)]
