@@ -104,3 +104,32 @@ def test_a_jpeg_the_device_refuses_is_cropped_once(odd_images, monkeypatch):
     monkeypatch.setattr(tv, "decode_batch", refuse_first)
     assert np.array_equal(encoder.decode(items).numpy(), expected.numpy())
     assert refused == [len([item for item in items if item[0] == "jpeg"]), 1]
+
+
+def test_a_cold_cli_run_that_skips_teardown_still_flushes_and_stores_everything(tmp_path):
+    """`python -m lympho` exits without the interpreter's teardown once torch is loaded:
+    piped output must still arrive whole, and the cache must hold every feature."""
+    import subprocess
+    import sys
+
+    import diskcache
+
+    tiny = write_demo_cohort(tmp_path / "tiny", n_train=6, n_test=0, images_per_patient=(2, 3), seed=2)
+    n_images = sum(len(p.images) for p in load_cohort(tiny).patients)
+    done = subprocess.run([sys.executable, "-m", "lympho", "extract", "--data", str(tiny), "--weights", "none",
+                           "--precision", "fp32", "--cache-dir", str(tmp_path / "cache")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"{n_images} images ({n_images} extracted, 0 cached)" in done.stdout
+    with diskcache.Cache(tmp_path / "cache" / "features") as features:
+        assert len(features) == n_images
+
+
+def test_cpu_networks_keep_freed_memory_on_glibc():
+    import platform
+
+    from lympho.memory import keep_freed_memory
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    assert keep_freed_memory()
