@@ -3,11 +3,12 @@
 The machine may be shared and its speed drifts, so every figure is a ratio to a
 reference measured in the same run. On a subset of the cohort (the first patients of
 the training CSV, cut at ``--images``; copied with their timestamps), in this order:
-1. ceiling: the encoder alone on random uint8 batches (no I/O), bf16 where native, as the
+1. naive: a per-patient fp32 loop (PIL + torchvision transforms, one patient per batch),
+   the report's way, on the first ``--naive-images`` images; first, before building the
+   extractor's encoder tunes the process's allocator (lympho/memory.py);
+2. ceiling: the encoder alone on random uint8 batches (no I/O), bf16 where native, as the
    extractor runs it; measured before and after the processes below (both reported, the
    mean is the reference);
-2. naive: a per-patient fp32 loop (PIL + torchvision transforms, one patient per batch),
-   the report's way, on the first ``--naive-images`` images;
 3. cold: ``python -m lympho extract`` as a whole process on an empty cache;
 4. warm: the same command again (everything cached); ``imports_torch`` says whether the
    process imported torch (from ``-X importtime``); then with ``--rehash`` (every file read
@@ -168,9 +169,9 @@ def main() -> None:
         work = Path(work)
         data = subset_cohort(args.data, work / "cohort", args.images) if args.images else args.data
         n_images = sum(len(p.images) for p in load_cohort(data).patients)
-        before, before_cpu = ceiling(args.encoder)
         results = {"machine": cpu_model(), "torch": version("torch"), "images": n_images,
                    "naive_fp32_img_s": naive(load_cohort(data), args.encoder, args.naive_images)}
+        before, before_cpu = ceiling(args.encoder)
         cold = extract_process(data, args.encoder, work / "cache")
         warm = extract_process(data, args.encoder, work / "cache")
         rehash = extract_process(data, args.encoder, work / "cache", "--rehash")

@@ -348,7 +348,7 @@ def cmd_select(args) -> None:
     candidates, y = config_candidates(cohort, grid, cache_dir_of(args), bars)
     result = nested_cv(candidates, y, outer_folds=args.outer_folds, outer_repeats=args.outer_repeats,
                        inner_folds=args.inner_folds, inner_repeats=args.inner_repeats, seed=args.seed,
-                       progress=lambda done, total: bars("fits", done, total))
+                       sensitivity=args.sensitivity, progress=lambda done, total: bars("fits", done, total))
     print("\n".join(selection_report(result, cohort)))
     print(candidates_table(result).to_string(index=False, float_format="%.3f"))
     if args.json:
@@ -363,8 +363,11 @@ def selection_report(result: dict, cohort) -> list[str]:
     metric = settings["metric"]
     design = (f"outer {settings['outer_repeats']} x {settings['outer_folds']}-fold CV, inner "
               f"{settings['inner_repeats']} x {settings['inner_folds']}-fold CV, seed {settings['seed']}")
+    rule = (f"malignant when probability >= {settings['threshold']:g}" if settings.get("sensitivity") is None else
+            f"decided at each candidate's threshold for {settings['sensitivity']:.0%} sensitivity, chosen on the "
+            f"training patients (median over the inner repeats)")
     lines = [f"{'synthetic demo' if cohort.synthetic else cohort.name}: {settings['n_patients']} labelled patients, "
-             f"{settings['n_candidates']} candidates, {design}; malignant when probability >= {settings['threshold']:g}",
+             f"{settings['n_candidates']} candidates, {design}; {rule}",
              "", f"NESTED estimate (the whole choose-the-best procedure, chosen inside each outer training fold):"]
     lines += [f"  {metric} over outer splits: " + split_line(nested["score"])]
     lines += [f"  {m}: {format_estimate(nested['estimates'], m)}" for m in HEADLINE]
@@ -545,6 +548,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name, default in (("outer-folds", 3), ("outer-repeats", 3), ("inner-folds", 3), ("inner-repeats", 2),
                           ("seed", 0)):
         select.add_argument(f"--{name}", type=int, default=default, help=f"default {default}")
+    select.add_argument("--sensitivity", type=float,
+                        help="judge every candidate at the operating point a trained model stores: its threshold "
+                             "for this sensitivity, chosen on the training patients (needs --inner-repeats >= 2); "
+                             "default: at probability 0.5")
     select.add_argument("--classifiers", type=comma_list(CLASSIFIERS), help="only these (comma list)")
     select.add_argument("--imbalances", type=comma_list(IMBALANCE), help="only these (comma list)")
     select.add_argument("--json", type=Path, help="write the full result here")

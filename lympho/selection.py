@@ -27,7 +27,8 @@ from scipy import stats
 from sklearn.base import clone
 from sklearn.model_selection import RepeatedStratifiedKFold
 
-from lympho.evaluation import COUNT_METRICS, _positive_proba, count_metrics, decision_estimates
+from lympho.evaluation import (COUNT_METRICS, _positive_proba, count_metrics, decision_estimates,
+                               threshold_for_sensitivity)
 
 #: Progress callback: (fits done, fits in total).
 Progress = Callable[[int, int], None]
@@ -98,6 +99,24 @@ def _score(y, probability, threshold, metric) -> float:
     return count_metrics(y, probability >= threshold)[metric]
 
 
+def _repeat_thresholds(y, inner_proba: np.ndarray, sensitivity: float) -> np.ndarray:
+    """Each inner repeat's threshold for ``sensitivity`` from its out-of-fold predictions."""
+    return np.array([threshold_for_sensitivity(y, row, sensitivity) for row in inner_proba])
+
+
+def _inner_score(y, inner_proba: np.ndarray, threshold: float, sensitivity: float | None, metric: str) -> float:
+    """A candidate's inner-CV score: ``metric`` averaged over the inner repeats, each decided at
+    ``threshold``, or with ``sensitivity`` at the median threshold of the *other* repeats
+    (leave-one-repeat-out, as :func:`lympho.evaluation.threshold_from_repeats` estimates
+    the stored operating point: never judged on the predictions it was chosen on)."""
+    if sensitivity is None:
+        cuts = np.full(len(inner_proba), threshold)
+    else:
+        per_repeat = _repeat_thresholds(y, inner_proba, sensitivity)
+        cuts = np.array([np.median(np.delete(per_repeat, r)) for r in range(len(per_repeat))])
+    return float(np.mean([_score(y, row, cut, metric) for row, cut in zip(inner_proba, cuts)]))
+
+
 def corrected_t_interval(values, n_train: int, n_test: int, level: float = 0.95) -> tuple[float, float]:
     """Nadeau and Bengio's corrected resampled t interval for the mean of ``values`` over
     cross-validation splits: the variance is inflated by ``n_test / n_train`` because the
@@ -120,12 +139,21 @@ def _split_stats(values, n_train, n_test) -> dict:
 
 def nested_cv(candidates: Sequence[Candidate], y, *, outer_folds: int = 3, outer_repeats: int = 3,
               inner_folds: int = 3, inner_repeats: int = 2, seed: int = 0, threshold: float = 0.5,
-              metric: str = "balanced_accuracy", progress: Progress | None = None) -> dict:
+              sensitivity: float | None = None, metric: str = "balanced_accuracy",
+              progress: Progress | None = None) -> dict:
     """Nested cross-validation of "pick the candidate with the best mean inner-CV ``metric``".
+
+    Decisions are ``probability >= threshold``. With ``sensitivity`` (needs
+    ``inner_repeats >= 2``) every candidate is judged at the operating point a trained
+    model stores instead: inside each outer training fold, the median over the inner
+    repeats of each repeat's threshold for that sensitivity; the inner score is the
+    leave-one-repeat-out score of that rule, and the outer test patients are decided at the
+    threshold chosen on the training patients. The nested estimate is then that of the
+    whole deployed procedure: choose the configuration, choose its threshold, decide.
 
     Returns a JSON-ready dict:
 
-    - ``settings``: the fold counts, seed, threshold, metric, patients, candidates.
+    - ``settings``: the fold counts, seed, threshold or sensitivity, metric, patients, candidates.
     - ``nested``: ``splits`` (one row per outer split: repeat, fold, the chosen candidate,
       its outer-test ``metric``), ``score`` (mean, std ddof=1 over outer splits, and the
       Nadeau-Bengio corrected 95 % interval), ``estimates`` (:func:`decision_estimates`
@@ -145,51 +173,62 @@ def nested_cv(candidates: Sequence[Candidate], y, *, outer_folds: int = 3, outer
         raise ValueError(f"metric must be one of {', '.join(COUNT_METRICS)}, got {metric!r}")
     if not candidates:
         raise ValueError("the candidate grid is empty")
+    if sensitivity is not None and inner_repeats < 2:
+        raise ValueError("choosing thresholds for a sensitivity needs inner_repeats >= 2")
     y = np.asarray(y, dtype=int)
     n, n_cand = len(y), len(candidates)
     outer = list(RepeatedStratifiedKFold(n_splits=outer_folds, n_repeats=outer_repeats,
                                          random_state=seed).split(np.zeros(n), y))
     total, done = n_cand * len(outer) * (inner_folds * inner_repeats + 1), 0
     outer_scores = np.empty((n_cand, len(outer)))
-    outer_proba = np.empty((n_cand, outer_repeats, n))
-    nested_decided = np.empty((outer_repeats, n), dtype=bool)
+    outer_decided = np.empty((n_cand, outer_repeats, n), dtype=bool)
+    outer_thresholds = np.full((n_cand, len(outer)), float(threshold))
     chosen = []
     for s, (train, test) in enumerate(outer):
         inner = RepeatedStratifiedKFold(n_splits=inner_folds, n_repeats=inner_repeats, random_state=seed + 1 + s)
-        inner_splits = [(train[a], train[b]) for a, b in inner.split(np.zeros(len(train)), y[train])]
+        inner_splits = list(inner.split(np.zeros(len(train)), y[train]))
         inner_means = np.empty(n_cand)
         for c, candidate in enumerate(candidates):
-            inner_means[c] = np.mean([_score(y[b], _fit_proba(candidate, a, b, y), threshold, metric)
-                                      for a, b in inner_splits])
-            probability = _fit_proba(candidate, train, test, y)
-            outer_proba[c, s // outer_folds, test] = probability
-            outer_scores[c, s] = _score(y[test], probability, threshold, metric)
+            inner_proba = np.empty((inner_repeats, len(train)))
+            for i, (a, b) in enumerate(inner_splits):
+                inner_proba[i // inner_folds, b] = _fit_proba(candidate, train[a], train[b], y)
+            inner_means[c] = _inner_score(y[train], inner_proba, threshold, sensitivity, metric)
+            if sensitivity is not None:
+                outer_thresholds[c, s] = min(float(np.median(_repeat_thresholds(y[train], inner_proba,
+                                                                                sensitivity))), 1.0)
+            decided = _fit_proba(candidate, train, test, y) >= outer_thresholds[c, s]
+            outer_decided[c, s // outer_folds, test] = decided
+            outer_scores[c, s] = count_metrics(y[test], decided)[metric]
             done += len(inner_splits) + 1
             if progress is not None:
                 progress(done, total)
         chosen.append(int(np.argmax(inner_means)))
-        nested_decided[s // outer_folds, test] = outer_proba[chosen[-1], s // outer_folds, test] >= threshold
+    nested_decided = np.empty((outer_repeats, n), dtype=bool)
+    for s, (_, test) in enumerate(outer):
+        nested_decided[s // outer_folds, test] = outer_decided[chosen[s], s // outer_folds, test]
     n_train, n_test = len(outer[0][0]), len(outer[0][1])
     nested_scores = outer_scores[chosen, np.arange(len(outer))]
     best = int(np.argmax(outer_scores.mean(axis=1)))
-    common = {"folds": outer_folds}
+    common = {"folds": outer_folds, "threshold": threshold if sensitivity is None else None}
     result = {
         "settings": {"outer_folds": outer_folds, "outer_repeats": outer_repeats, "inner_folds": inner_folds,
-                     "inner_repeats": inner_repeats, "seed": seed, "threshold": threshold, "metric": metric,
+                     "inner_repeats": inner_repeats, "seed": seed,
+                     "threshold": threshold if sensitivity is None else None, "sensitivity": sensitivity,
+                     "metric": metric,
                      "n_patients": n, "n_candidates": n_cand},
         "nested": {
             "splits": [{"repeat": s // outer_folds + 1, "fold": s % outer_folds + 1,
-                        "chosen": candidates[c].label, metric: float(nested_scores[s])}
+                        "chosen": candidates[c].label, "threshold": float(outer_thresholds[c, s]),
+                        metric: float(nested_scores[s])}
                        for s, c in enumerate(chosen)],
             "score": _split_stats(nested_scores, n_train, n_test),
-            "estimates": decision_estimates(y, nested_decided, method=NESTED_METHOD, threshold=threshold, **common),
+            "estimates": decision_estimates(y, nested_decided, method=NESTED_METHOD, **common),
             "chosen": {candidates[c].label: chosen.count(c) for c in sorted(set(chosen), key=chosen.index)},
         },
         "naive": {
             "label": candidates[best].label,
             "score": _split_stats(outer_scores[best], n_train, n_test),
-            "estimates": decision_estimates(y, outer_proba[best] >= threshold, method=NAIVE_METHOD,
-                                            threshold=threshold, **common),
+            "estimates": decision_estimates(y, outer_decided[best], method=NAIVE_METHOD, **common),
         },
         "candidates": [],
     }

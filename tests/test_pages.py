@@ -211,7 +211,7 @@ def test_score_page_trains_and_refuses_bad_input(cohort, isolated_cache):
     app.button[0].click().run()
     finish_job(app, "train_model")
     chosen = app.selectbox(key="score_model").value
-    assert chosen.endswith("/xgboost-clinical-weights")  # a real (non-demo) cohort here: no -demo suffix
+    assert chosen.endswith("/logreg-clinical-weights")  # a real (non-demo) cohort here: no -demo suffix
     app.button[-1].click().run()  # Score with no patient ID
     assert "Patient ID" in app.error[0].value
 

@@ -77,3 +77,54 @@ def test_select_cli_prints_nested_and_naive(real_data, tmp_path, capsys):
     result = json.loads(out_json.read_text())
     assert result["settings"]["n_patients"] == 110 and result["settings"]["n_candidates"] == 4
     assert f"{result['nested']['score']['mean']:.3f}" in out and result["naive"]["label"] in out
+
+
+def fixed_scores(scores) -> Candidate:
+    """A candidate whose probability is fixed per patient, whatever it was trained on."""
+    scores = np.asarray(scores, dtype=float)
+    return Candidate("fixed", SpyClassifier(), np.column_stack([np.arange(len(scores)), scores]))
+
+
+def test_at_the_operating_point_each_threshold_comes_from_the_training_patients_only():
+    from lympho.evaluation import threshold_for_sensitivity
+
+    rng = np.random.default_rng(3)
+    y = np.array([0] * 15 + [1] * 21)
+    scores = np.clip(0.35 * y + rng.random(36) * 0.65, 0, 1)
+    result = nested_cv([fixed_scores(scores)], y, outer_folds=3, outer_repeats=2, inner_folds=3, inner_repeats=2,
+                       sensitivity=0.9)
+    from sklearn.model_selection import RepeatedStratifiedKFold
+    outer = RepeatedStratifiedKFold(n_splits=3, n_repeats=2, random_state=0).split(np.zeros(36), y)
+    for split, (train, test) in zip(result["nested"]["splits"], outer):
+        # Fixed scores make every inner repeat's out-of-fold predictions those of the training patients.
+        assert split["threshold"] == pytest.approx(threshold_for_sensitivity(y[train], scores[train], 0.9))
+    assert result["settings"]["sensitivity"] == 0.9 and result["settings"]["threshold"] is None
+    assert result["nested"]["estimates"]["threshold"] is None
+
+
+def test_at_the_operating_point_the_candidate_with_the_cleaner_tail_wins():
+    # A: best at 0.5, but a fifth of the malignant patients score lowest, so 90 % sensitivity
+    # costs it every reactive patient. B: weaker at 0.5, no such tail.
+    y = np.array([0] * 30 + [1] * 30)
+    a = np.r_[np.linspace(0.2, 0.45, 30), np.linspace(0.01, 0.1, 6), np.linspace(0.55, 0.9, 24)]
+    b = np.r_[np.linspace(0.1, 0.6, 30), np.linspace(0.4, 0.9, 30)]
+    grid = [fixed_scores(a), fixed_scores(b)]
+    grid[0].label, grid[1].label = "A", "B"
+    settings = dict(outer_folds=3, outer_repeats=2, inner_folds=3, inner_repeats=2)
+    assert nested_cv(grid, y, **settings)["nested"]["chosen"] == {"A": 6}
+    at_operating_point = nested_cv(grid, y, sensitivity=0.9, **settings)
+    assert at_operating_point["nested"]["chosen"] == {"B": 6}
+    assert at_operating_point["nested"]["estimates"]["metrics"]["recall"]["estimate"] >= 0.85
+
+
+def test_the_operating_point_needs_inner_repeats():
+    with pytest.raises(ValueError, match="inner_repeats >= 2"):
+        nested_cv([fixed_scores([0.1, 0.9] * 6)], np.array([0, 1] * 6), inner_repeats=1, sensitivity=0.95)
+
+
+def test_select_cli_at_the_operating_point(real_data, tmp_path, capsys):
+    code = main(["select", "--data", str(real_data), "--classifiers", "logreg", "--imbalances", "none,weights",
+                 "--outer-repeats", "1", "--inner-repeats", "2", "--sensitivity", "0.95"])
+    out = capsys.readouterr().out
+    assert code == 0 and "decided at each candidate's threshold for 95% sensitivity" in out
+    assert "malignant when probability >= 0.5" not in out

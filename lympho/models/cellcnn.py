@@ -27,6 +27,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from lympho.encoders.morphology import centre, half_resolution
+from lympho.memory import keep_freed_memory
 from lympho.models.base import BinaryClassifier, encode_binary_target
 from lympho.models.mil import GatedAttention, class_weights, inner_split, load_arrays, network_arrays
 
@@ -112,6 +113,8 @@ class CellCNNClassifier(BinaryClassifier):
 
         device = resolve_device(self.device)
         self.device_, self.precision_ = device.type, resolve_precision(self.precision, device)
+        if device.type == "cpu":
+            keep_freed_memory()  # about 17 % faster training on a 2-core CPU
         y_index = encode_binary_target(self, np.asarray(y))
         cells, rows = self._decode(X)
         sample = cells[:: max(1, len(cells) // 2000)].float()
