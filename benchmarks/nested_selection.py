@@ -3,7 +3,7 @@
 The same computation as ``python -m lympho select`` (lympho.selection.nested_cv), plus
 the machine and the wall time, for the README. Run it niced on a shared machine:
 
-    nice -n 5 python benchmarks/nested_selection.py [--data DIR] [--images] [--cache-dir DIR]
+    nice -n 5 python benchmarks/nested_selection.py [--data DIR] [--grid clinical|images|fusion] [--sensitivity S] [--cache-dir DIR]
         [--outer-folds 3 --outer-repeats 5 --inner-folds 3 --inner-repeats 3] [--json FILE]
 """
 
@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lympho.__main__ import selection_report  # noqa: E402
 from lympho.data import load_cohort  # noqa: E402
 from lympho.experiment import cohort_summary, write_json_atomic  # noqa: E402
-from lympho.selection import candidates_table, config_candidates, default_grid, nested_cv  # noqa: E402
+from lympho.selection import GRIDS, candidates_table, config_candidates, nested_cv  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,7 +35,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "lymphocytosis")
     parser.add_argument("--cache-dir", type=Path)
-    parser.add_argument("--images", action="store_true", help="add the random-init resnet18 candidates")
+    parser.add_argument("--grid", choices=tuple(GRIDS), default="clinical", help="the candidates (see select --help)")
+    parser.add_argument("--sensitivity", type=float, help="judge candidates at their threshold for it")
     parser.add_argument("--outer-folds", type=int, default=3)
     parser.add_argument("--outer-repeats", type=int, default=5)
     parser.add_argument("--inner-folds", type=int, default=3)
@@ -44,11 +45,12 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     cohort = load_cohort(args.data)
-    grid = [dataclasses.replace(c, seed=args.seed) for c in default_grid(args.images)]
+    grid = [dataclasses.replace(c, seed=args.seed) for c in GRIDS[args.grid]()]
     candidates, y = config_candidates(cohort, grid, args.cache_dir)
     start = time.perf_counter()
     result = nested_cv(candidates, y, outer_folds=args.outer_folds, outer_repeats=args.outer_repeats,
-                       inner_folds=args.inner_folds, inner_repeats=args.inner_repeats, seed=args.seed)
+                       inner_folds=args.inner_folds, inner_repeats=args.inner_repeats, seed=args.seed,
+                       sensitivity=args.sensitivity)
     seconds = time.perf_counter() - start
     print("\n".join(selection_report(result, cohort)))
     print(candidates_table(result).to_string(index=False, float_format="%.3f"))

@@ -4,7 +4,7 @@ A trained model decides at the threshold for 95 % sensitivity chosen from repeat
 cross-validation (``lympho.evaluation.threshold_from_repeats``), not at 0.5, so a
 configuration is judged here by what it reaches there. For each candidate, on the same
 10 x repeated stratified 3-fold patient-level splits (seed 0) of the labelled real
-patients: balanced accuracy, recall and specificity at 0.5 and ROC AUC, then the stored
+patients (``lympho.selection.fusion_grid``): balanced accuracy at 0.5 and ROC AUC, then the stored
 operating point (the median of the per-repeat thresholds) and its leave-one-repeat-out
 estimate with bootstrap intervals over patients. Then the nested cross-validation of the
 whole deployed procedure (``lympho.selection.nested_cv(sensitivity=0.95)``): inside each
@@ -28,27 +28,10 @@ sys.path.insert(0, str(REPO))
 
 from lympho.data import load_cohort  # noqa: E402
 from lympho.evaluation import HEADLINE, threshold_from_repeats  # noqa: E402
-from lympho.experiment import RECOMMENDED, ExperimentConfig, instance_bags, run_experiment  # noqa: E402
-from lympho.selection import candidates_table, config_candidates, nested_cv  # noqa: E402
+from lympho.experiment import RECOMMENDED, instance_bags, run_experiment  # noqa: E402
+from lympho.selection import candidates_table, config_candidates, fusion_grid, nested_cv  # noqa: E402
 
 TARGET_SENSITIVITY = 0.95
-
-
-def candidates() -> list[ExperimentConfig]:
-    """Clinical XGBoost and LogReg alone, and late fusions of each clinical classifier with
-    the LogRegCV expert on pooled morphology (mean, mean+max, moments), by mean or stacking."""
-    late = dataclasses.replace(RECOMMENDED, repeats=1)
-    return [
-        dataclasses.replace(late, features="clinical", fusion="early"),
-        dataclasses.replace(late, features="clinical", fusion="early", classifier="logreg"),
-        late,
-        dataclasses.replace(late, combine="stacked"),
-        dataclasses.replace(late, classifier="logreg"),
-        dataclasses.replace(late, classifier="logreg", pooling="meanmax"),
-        dataclasses.replace(late, classifier="logreg", pooling="moments"),
-        dataclasses.replace(late, classifier="logreg", combine="stacked"),
-        dataclasses.replace(late, classifier="mlp"),
-    ]
 
 
 def summary_row(run: dict) -> dict:
@@ -79,7 +62,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     cohort = load_cohort(args.data)
-    configs = candidates()
+    configs = fusion_grid()
     bags = instance_bags(cohort.labelled(), RECOMMENDED, args.cache_dir)
     rows, started = [], time.perf_counter()
     for config in configs:

@@ -338,10 +338,10 @@ def run_store_of(args):
 
 def cmd_select(args) -> None:
     from lympho.experiment import cohort_summary
-    from lympho.selection import candidates_table, config_candidates, default_grid, nested_cv
+    from lympho.selection import GRIDS, candidates_table, config_candidates, nested_cv
 
     cohort = load(args)
-    grid = [dataclasses.replace(config, seed=args.seed) for config in default_grid(args.images)
+    grid = [dataclasses.replace(config, seed=args.seed) for config in GRIDS[args.grid]()
             if config.classifier in (args.classifiers or CLASSIFIERS)
             and config.imbalance in (args.imbalances or IMBALANCE)]
     bars = ProgressBars()
@@ -543,8 +543,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     select = commands.add_parser("select", help="nested cross-validation of choosing the best configuration")
     add_data_options(select)
-    select.add_argument("--images", action="store_true",
-                        help="add the random-initialisation resnet18 candidates (extracts features once)")
+    select.add_argument("--grid", choices=("clinical", "images", "fusion"), default="clinical",
+                        help="the candidates: clinical (12: classifier x imbalance), images (those and 16 on "
+                             "random-initialisation resnet18 features; extracts them once) or fusion (9: "
+                             "clinical models and late fusions with morphology, the recommended "
+                             "configuration's choice, best with --sensitivity 0.95); default: clinical")
     for name, default in (("outer-folds", 3), ("outer-repeats", 3), ("inner-folds", 3), ("inner-repeats", 2),
                           ("seed", 0)):
         select.add_argument(f"--{name}", type=int, default=default, help=f"default {default}")

@@ -19,6 +19,7 @@ join the grid (:class:`Candidate`).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -50,19 +51,50 @@ class Candidate:
     X: object
 
 
-def default_grid(with_images: bool = False) -> list:
-    """The candidates of the recommended-configuration choice (``benchmarks/model_selection.py``):
-    every classifier x imbalance handling on the clinical features, and with ``with_images``
-    the random-initialisation ResNet18 features (mean and mean+max pooled, alone and with
-    clinical data) for every classifier, class-weighted."""
+def clinical_grid() -> list:
+    """Every classifier x imbalance handling on the clinical features (12 candidates)."""
     from lympho.experiment import ExperimentConfig
     from lympho.models.classifiers import CLASSIFIERS, IMBALANCE
 
-    grid = [ExperimentConfig(features="clinical", classifier=c, imbalance=i) for c in CLASSIFIERS for i in IMBALANCE]
-    if with_images:
-        grid += [ExperimentConfig(features=f, weights="none", pooling=p, classifier=c, imbalance="weights")
-                 for f in ("images", "both") for p in ("mean", "meanmax") for c in CLASSIFIERS]
-    return grid
+    return [ExperimentConfig(features="clinical", classifier=c, imbalance=i) for c in CLASSIFIERS for i in IMBALANCE]
+
+
+def images_grid() -> list:
+    """The clinical grid plus the random-initialisation ResNet18 features (mean and mean+max
+    pooled, alone and with clinical data) for every classifier, class-weighted: the 28
+    candidates of ``benchmarks/model_selection.py``, the choice before issue 7."""
+    from lympho.experiment import ExperimentConfig
+    from lympho.models.classifiers import CLASSIFIERS
+
+    return clinical_grid() + [ExperimentConfig(features=f, weights="none", pooling=p, classifier=c, imbalance="weights")
+                              for f in ("images", "both") for p in ("mean", "meanmax") for c in CLASSIFIERS]
+
+
+def fusion_grid() -> list:
+    """The candidates of the recommended configuration's choice (issue 7; README): clinical
+    XGBoost and LogReg alone, and late fusions of a clinical expert (XGBoost, LogReg, MLP)
+    with the LogRegCV expert on pooled morphology (mean, mean+max, moments), averaged or
+    stacked; all class-weighted, none needing downloaded weights."""
+    from lympho.experiment import ExperimentConfig
+
+    late = ExperimentConfig(features="both", encoder="morphology", pooling="mean", classifier="xgboost",
+                            imbalance="weights", fusion="late", combine="mean", image_model="pooled",
+                            image_classifier="logregcv")
+    return [
+        dataclasses.replace(late, features="clinical", fusion="early"),
+        dataclasses.replace(late, features="clinical", fusion="early", classifier="logreg"),
+        late,
+        dataclasses.replace(late, combine="stacked"),
+        dataclasses.replace(late, classifier="logreg"),
+        dataclasses.replace(late, classifier="logreg", pooling="meanmax"),
+        dataclasses.replace(late, classifier="logreg", pooling="moments"),
+        dataclasses.replace(late, classifier="logreg", combine="stacked"),
+        dataclasses.replace(late, classifier="mlp"),
+    ]
+
+
+#: The named candidate grids of ``python -m lympho select --grid``.
+GRIDS = {"clinical": clinical_grid, "images": images_grid, "fusion": fusion_grid}
 
 
 def config_candidates(cohort, configs: Sequence, cache_dir=None, progress=None) -> tuple[list[Candidate], np.ndarray]:

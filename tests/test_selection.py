@@ -128,3 +128,15 @@ def test_select_cli_at_the_operating_point(real_data, tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0 and "decided at each candidate's threshold for 95% sensitivity" in out
     assert "malignant when probability >= 0.5" not in out
+
+
+def test_select_cli_runs_the_fusion_grid_at_the_operating_point(tmp_path, capsys):
+    """The recommended configuration's choice, from the CLI (logreg candidates only, to keep it short)."""
+    from lympho.synthetic import write_demo_cohort
+
+    cohort = write_demo_cohort(tmp_path / "cohort", n_train=40, n_test=0, images_per_patient=(3, 4), seed=3)
+    code = main(["select", "--data", str(cohort), "--grid", "fusion", "--classifiers", "logreg",
+                 "--outer-repeats", "1", "--inner-folds", "2", "--inner-repeats", "2", "--sensitivity", "0.95"])
+    out = capsys.readouterr().out
+    assert code == 0 and "5 candidates" in out
+    assert "late mean: LogReg clinical | LogRegCV morphology/meanmax" in out
