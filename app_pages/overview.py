@@ -63,7 +63,8 @@ with right:
                     + ", ".join(f"{name} {point[m]['estimate']:.3f} ({point[m]['ci_low']:.2f}–{point[m]['ci_high']:.2f})"
                                 for name, m in (("", "balanced_accuracy"), ("recall", "recall"),
                                                 ("specificity", "specificity"))).lstrip())
-        st.caption(f"Computed on {point['computed_on']}; leave-one-repeat-out, 95% CI by bootstrap over patients.")
+        st.caption(f"Threshold and estimate from {point['computed_on']}: each repeat decided at the median "
+                   f"threshold of the other repeats, 95% CI by bootstrap over patients.")
     if nested:
         figure = nested["balanced_accuracy"]
         st.caption(f"Choosing the best of several models and its threshold on the same patients flatters them: "
