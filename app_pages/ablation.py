@@ -87,8 +87,8 @@ if job is not None:
     st.subheader("Mean ± sd over folds, beside the report's Table 2")
     paper = reference.paper_table(table).rename(columns=figures.metric_label)
     st.dataframe(paper, hide_index=True, width="stretch")
-    st.caption("★ the best mean of each metric among our rows. Ours: mean ± sd (ddof = 1) over the folds of "
-               f"{'the synthetic demo cohort' if cohort.synthetic else cohort.name}. The report's rows: mean ± sd "
+    st.caption(f"★ the best mean of each metric among our rows. Ours: {figures.computed_on(job.result[0])} "
+               "(sd with ddof = 1). The report's rows: mean ± sd "
                "of its three folds (one 3-fold split of 163 patients, ImageNet ResNet features); other "
                "patients and splits, so compare magnitudes, not decimals.")
     st.plotly_chart(figures.ablation_bars(table), key="ablation_chart")

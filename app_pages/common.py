@@ -161,15 +161,6 @@ def metrics_table(run: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).astype(str)
 
 
-def computed_on(run: dict) -> str:
-    """What a run's figures were computed on, e.g. ``20 x 3-fold CV on lymphocytosis (110 labelled
-    patients), mean ± sd over 60 folds``."""
-    config, cohort = run["config"], run["cohort"]
-    where = "the synthetic demo cohort" if cohort["synthetic"] else cohort["name"]
-    return (f"{config['repeats']} x {config['folds']}-fold CV on {where} ({cohort['n_labelled']} labelled "
-            f"patients), mean ± sd over {run['summary']['n_folds']} folds")
-
-
 def show_run(run: dict, key: str) -> None:
     """A run's results: headline figures with intervals, fold table, metric chart, confusion
     matrices, ROC and operating point."""
@@ -191,7 +182,7 @@ def show_run(run: dict, key: str) -> None:
         st.caption(f"Balanced accuracy {format_estimate(estimates, 'balanced_accuracy')}. "
                    f"Run `{run.get('id', run['key'])}`, {run['created']}; the table's ± is the spread across folds.")
     else:
-        st.caption(f"{computed_on(run)}; run `{run.get('id', run['key'])}`, {run['created']}")
+        st.caption(f"{figures.computed_on(run)}; run `{run.get('id', run['key'])}`, {run['created']}")
     if run.get("encoder"):
         st.caption(f"Image features: {encoder_text(run['encoder'])}.")
     st.dataframe(metrics_table(run), hide_index=True, width="stretch")

@@ -80,10 +80,8 @@ if cohort is not None:
     if mine:
         run = max(mine, key=lambda r: r["summary"]["n_folds"])
         stats = run["summary"]["balanced_accuracy"]
-        where = "the synthetic demo cohort" if cohort.synthetic else cohort.name
         ours = {"name": f"This tool, on the loaded cohort (run {run['id'][-12:]})", "mean": stats["mean"],
-                "std": stats["std"], "note": f"{run['config']['repeats']} x {run['config']['folds']}-fold CV on "
-                                             f"{where}, mean ± std over {run['summary']['n_folds']} folds"}
+                "std": stats["std"], "note": figures.computed_on(run)}
 st.plotly_chart(figures.benchmark_comparison(reference.comparison_rows(ours)), key="benchmarks")
 st.caption("Intervals: ours are 95% CIs (bootstrap over patients; a run on the loaded cohort: ± sd across folds); "
            "the report's Table 2 rows show the mean "

@@ -146,6 +146,15 @@ def short_id(run: Mapping) -> str:
     return text or run_id or "run"
 
 
+def computed_on(run: Mapping) -> str:
+    """What a run's figures were computed on, e.g. ``20 x 3-fold CV on lymphocytosis (110 labelled
+    patients), mean ± sd over 60 folds``: the cohort named as the run recorded it."""
+    config, cohort = run["config"], run["cohort"]
+    where = "the synthetic demo cohort" if cohort["synthetic"] else cohort["name"]
+    return (f"{config['repeats']} x {config['folds']}-fold CV on {where} ({cohort['n_labelled']} labelled "
+            f"patients), mean ± sd over {run['summary']['n_folds']} folds")
+
+
 def run_name(run: Mapping) -> str:
     """Legend name of a run: its label plus :func:`short_id` (plain text, not escaped)."""
     return f"{run.get('label', 'run')} ({short_id(run)})"

@@ -313,3 +313,13 @@ def test_submission_csv():
         reports.submission_csv(predictions.assign(id=["P1", "P1", "P2"]))
     with pytest.raises(ValueError):
         reports.submission_csv(predictions.drop(columns="prediction"))
+
+
+def test_computed_on_names_the_cohort_the_run_recorded():
+    from lympho.figures import computed_on
+
+    run = {"config": {"repeats": 20, "folds": 3}, "summary": {"n_folds": 60},
+           "cohort": {"name": "lymphocytosis", "synthetic": False, "n_labelled": 110}}
+    assert computed_on(run) == "20 x 3-fold CV on lymphocytosis (110 labelled patients), mean ± sd over 60 folds"
+    run["cohort"] = {"name": "demo", "synthetic": True, "n_labelled": 48}
+    assert "on the synthetic demo cohort (48 labelled patients)" in computed_on(run)
