@@ -81,7 +81,9 @@ class RunStore:
 
     def _save(self, run: dict) -> str:
         run = {**run, "fingerprint": fingerprint(run)}
-        existing = self.find(run["fingerprint"])
+        known = self._fingerprints()
+        existing = next((self.load(run_id) for run_id, (_, _, found) in known.items()
+                         if found == run["fingerprint"]), None)
         if existing is not None:
             run_id = existing["id"]
             run.update({k: existing[k] for k in USER_FIELDS if k in existing})
@@ -93,10 +95,39 @@ class RunStore:
                 run_id = f"{run['created'].replace(':', '')}-{run['key']}-{suffix}"
                 suffix += 1
         self._write(run_id, run)
+        stat = self._path(run_id).stat()
+        self._write_index({**known, run_id: [stat.st_mtime_ns, stat.st_size, run["fingerprint"]]})
         return run_id
 
-    def find(self, run_fingerprint: str) -> dict | None:
-        return next((r for r in self.runs() if fingerprint(r) == run_fingerprint), None)
+    def _fingerprints(self) -> dict[str, list]:
+        """``{id: [mtime_ns, size, fingerprint]}`` of every readable run. They are remembered
+        per file (``.fingerprint-index``, keyed by size and modification time), so a save
+        parses only the runs written since, by someone else, not every stored run; a damaged
+        file is left out, as in :meth:`runs`."""
+        try:
+            index = json.loads(self._index_path.read_text())
+        except (OSError, ValueError):
+            index = {}
+        fresh = {}
+        for run_id in self.ids():
+            stat = self._path(run_id).stat()
+            entry = index.get(run_id)
+            if not (isinstance(entry, list) and entry[:2] == [stat.st_mtime_ns, stat.st_size]):
+                try:
+                    entry = [stat.st_mtime_ns, stat.st_size, fingerprint(self.load(run_id))]
+                except (json.JSONDecodeError, OSError, UnicodeDecodeError, RunNotFound):
+                    continue
+            fresh[run_id] = entry
+        if fresh != index:
+            self._write_index(fresh)
+        return fresh
+
+    @property
+    def _index_path(self) -> Path:
+        return self.directory / ".fingerprint-index"
+
+    def _write_index(self, index: dict) -> None:
+        write_text_atomic(self._index_path, json.dumps(index))
 
     def ids(self) -> list[str]:
         return sorted(p.stem for p in self.directory.glob("*.json")) if self.directory.is_dir() else []

@@ -81,3 +81,17 @@ def test_cli_does_what_the_page_does(runs, tmp_path, capsys):
     assert cli("runs", "delete", second)[0] == 0 and store.ids() == [first]
     code, out = cli("runs", "show", "nope")
     assert code == 2 and "no stored run 'nope'" in out
+
+
+def test_saving_reads_only_runs_written_since_the_last_save(runs, tmp_path, monkeypatch):
+    store = RunStore(tmp_path / "runs")
+    first, second = (store.save(run) for run in runs[:2])
+    loads = []
+    real_load = RunStore.load
+    monkeypatch.setattr(RunStore, "load", lambda self, run_id: loads.append(run_id) or real_load(self, run_id))
+    assert store.save(dict(runs[0], rerun=True)) == first  # found through the index
+    assert loads == [first]  # the match itself, to keep its name, tags and note: no other run parsed
+    (tmp_path / "runs" / f"{first}.json").unlink()  # deleted behind the store's back
+    (tmp_path / "runs" / ".fingerprint-index").write_text("{damaged")
+    assert store.save(runs[0]) == first and len(store.ids()) == 2  # stored anew, under its free id
+    assert "rerun" not in store.load(first)
