@@ -18,8 +18,10 @@ the missing features are computed on a Ray cluster and stored here.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sqlite3
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -39,6 +41,18 @@ Progress = Callable[[int, int], None]
 #: so that afterwards the encoder has every core to itself: on a 2-core CPU a worker
 #: decoding beside it slows it by about 6 %.
 PREFETCH_BYTES = 256 * 2**20
+
+
+def worker_context():
+    """How worker processes start. From the main thread (the CLI) they are forked: fast, with
+    nothing to import again. From any other thread (the dashboard's jobs) they come from a
+    fork server, a single-threaded process that forks them: a child forked while another
+    thread holds a lock (an allocator's, a thread pool's) can wait on it forever."""
+    if threading.current_thread() is threading.main_thread():
+        return multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["lympho.features"])  # the workers' imports, paid once per server
+    return context
 
 
 class _Images:
@@ -191,7 +205,8 @@ class FeatureExtractor:
         loader = DataLoader(_Images(paths, self.encoder, read=on_device), batch_size=self.batch_size,
                             num_workers=self.num_workers, collate_fn=_collate_reads if on_device else _collate,
                             pin_memory=self._on_cuda and not on_device, persistent_workers=False,
-                            prefetch_factor=self._prefetch_batches() if self.num_workers else None)
+                            prefetch_factor=self._prefetch_batches() if self.num_workers else None,
+                            multiprocessing_context=worker_context() if self.num_workers else None)
         for indices, batch, errors in loader:
             if errors:  # raised here, not in a worker, so the message stays one clear line
                 raise CohortError(errors[0])
@@ -206,7 +221,7 @@ class FeatureExtractor:
             results = (_encode_files(self.encoder, c) for c in chunks)
             self._store_chunks(starts, results, on_batch)
             return
-        with ProcessPoolExecutor(max_workers=self.num_workers) as pool:
+        with ProcessPoolExecutor(max_workers=self.num_workers, mp_context=worker_context()) as pool:
             self._store_chunks(starts, pool.map(_encode_files, [self.encoder] * len(chunks), chunks), on_batch)
 
     @staticmethod
