@@ -18,7 +18,6 @@ the missing features are computed on a Ray cluster and stored here.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sqlite3
 import threading
@@ -41,18 +40,6 @@ Progress = Callable[[int, int], None]
 #: so that afterwards the encoder has every core to itself: on a 2-core CPU a worker
 #: decoding beside it slows it by about 6 %.
 PREFETCH_BYTES = 256 * 2**20
-
-
-def worker_context():
-    """How worker processes start. From the main thread (the CLI) they are forked: fast, with
-    nothing to import again. From any other thread (the dashboard's jobs) they come from a
-    fork server, a single-threaded process that forks them: a child forked while another
-    thread holds a lock (an allocator's, a thread pool's) can wait on it forever."""
-    if threading.current_thread() is threading.main_thread():
-        return multiprocessing.get_context("fork")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["lympho.features"])  # the workers' imports, paid once per server
-    return context
 
 
 class _Images:
@@ -158,6 +145,14 @@ class FeatureExtractor:
             return cores
         return max(1, cores // 4)
 
+    def _workers_here(self) -> int:
+        """``num_workers`` from the main thread (the CLI); none from any other (the dashboard's
+        jobs), where this process does the work itself. A process forked beside other threads
+        can inherit a lock one of them holds (an allocator's, a thread pool's) and wait on it
+        forever; and multiprocessing's other start methods re-import the parent's ``__main__``,
+        which in the dashboard is a page script."""
+        return self.num_workers if threading.current_thread() is threading.main_thread() else 0
+
     def _prefetch_batches(self) -> int:
         """Batches each worker may decode ahead: :data:`PREFETCH_BYTES` of decoded pixels."""
         side = getattr(getattr(self.encoder, "preprocessing", None), "size", 224)
@@ -202,11 +197,11 @@ class FeatureExtractor:
         from torch.utils.data import DataLoader
 
         on_device = getattr(self.encoder, "decoder", "pil") == "device"
+        workers = self._workers_here()
         loader = DataLoader(_Images(paths, self.encoder, read=on_device), batch_size=self.batch_size,
-                            num_workers=self.num_workers, collate_fn=_collate_reads if on_device else _collate,
+                            num_workers=workers, collate_fn=_collate_reads if on_device else _collate,
                             pin_memory=self._on_cuda and not on_device, persistent_workers=False,
-                            prefetch_factor=self._prefetch_batches() if self.num_workers else None,
-                            multiprocessing_context=worker_context() if self.num_workers else None)
+                            prefetch_factor=self._prefetch_batches() if workers else None)
         for indices, batch, errors in loader:
             if errors:  # raised here, not in a worker, so the message stays one clear line
                 raise CohortError(errors[0])
@@ -217,11 +212,12 @@ class FeatureExtractor:
         chunk = 32
         starts = range(0, len(paths), chunk)
         chunks = [paths[i:i + chunk] for i in starts]
-        if self.num_workers <= 1 or len(chunks) == 1:
+        workers = self._workers_here()
+        if workers <= 1 or len(chunks) == 1:
             results = (_encode_files(self.encoder, c) for c in chunks)
             self._store_chunks(starts, results, on_batch)
             return
-        with ProcessPoolExecutor(max_workers=self.num_workers, mp_context=worker_context()) as pool:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
             self._store_chunks(starts, pool.map(_encode_files, [self.encoder] * len(chunks), chunks), on_batch)
 
     @staticmethod
