@@ -309,6 +309,22 @@ def threshold_for_sensitivity(y_true, proba, target) -> float:
     return float(thresholds[np.argmax(tpr >= target)])
 
 
+def repeat_thresholds(y_true, probability_rows, target) -> np.ndarray:
+    """Each repeat's :func:`threshold_for_sensitivity` (one row of out-of-fold probabilities a repeat)."""
+    return np.array([threshold_for_sensitivity(y_true, row, target) for row in probability_rows])
+
+
+def stored_threshold(per_repeat) -> float:
+    """The operating point a model stores: the median of the repeats' thresholds (at most 1)."""
+    return float(min(np.median(per_repeat), 1.0))
+
+
+def held_out_thresholds(per_repeat) -> np.ndarray:
+    """Each repeat's threshold chosen without it: the median of the *other* repeats' thresholds."""
+    per_repeat = np.asarray(per_repeat, dtype=float)
+    return np.array([np.median(np.delete(per_repeat, r)) for r in range(len(per_repeat))])
+
+
 LEAVE_ONE_REPEAT_OUT = ("bootstrap over patients of each repeat's out-of-fold predictions, "
                         "decided at the median threshold of the other repeats")
 
@@ -332,10 +348,9 @@ def threshold_from_repeats(oof, target: float) -> dict:
     y, probability, folds = _repeat_matrix(oof)
     if len(probability) < 2:
         raise ValueError("choosing a threshold from repeats needs at least 2 cross-validation repeats.")
-    per_repeat = np.array([threshold_for_sensitivity(y, row, target) for row in probability])
-    held_out = np.array([np.median(np.delete(per_repeat, r)) for r in range(len(per_repeat))])
-    decided = probability >= held_out[:, None]
-    threshold = float(min(np.median(per_repeat), 1.0))
+    per_repeat = repeat_thresholds(y, probability, target)
+    decided = probability >= held_out_thresholds(per_repeat)[:, None]
+    threshold = stored_threshold(per_repeat)
     estimate = decision_estimates(y, decided, folds=folds, method=LEAVE_ONE_REPEAT_OUT, threshold=threshold)
     return {"target_sensitivity": float(target), "threshold": threshold,
             "per_repeat": [float(t) for t in per_repeat], "estimate": estimate}

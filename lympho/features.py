@@ -36,9 +36,9 @@ from lympho.hashindex import HashIndex, content_hash  # noqa: F401  (content_has
 
 Progress = Callable[[int, int], None]
 #: Decoded images the loader's workers may hold ahead of the encoder, in bytes. The worker
-#: decodes ahead while the network is built (importing torchvision takes about a second),
-#: so that afterwards the encoder has every core to itself: on a 2-core CPU a worker
-#: decoding beside it slows it by about 6 %.
+#: decodes ahead while the network is built (importing torchvision takes about a second, on
+#: one core), so those images cost the encoder nothing; past them, decoding takes its CPU
+#: time from the encoder (about 6 % of it on a 2-core CPU).
 PREFETCH_BYTES = 256 * 2**20
 
 

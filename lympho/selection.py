@@ -29,7 +29,7 @@ from sklearn.base import clone
 from sklearn.model_selection import RepeatedStratifiedKFold
 
 from lympho.evaluation import (COUNT_METRICS, _positive_proba, count_metrics, decision_estimates,
-                               threshold_for_sensitivity)
+                               held_out_thresholds, repeat_thresholds, stored_threshold)
 
 #: Progress callback: (fits done, fits in total).
 Progress = Callable[[int, int], None]
@@ -131,21 +131,13 @@ def _score(y, probability, threshold, metric) -> float:
     return count_metrics(y, probability >= threshold)[metric]
 
 
-def _repeat_thresholds(y, inner_proba: np.ndarray, sensitivity: float) -> np.ndarray:
-    """Each inner repeat's threshold for ``sensitivity`` from its out-of-fold predictions."""
-    return np.array([threshold_for_sensitivity(y, row, sensitivity) for row in inner_proba])
-
-
 def _inner_score(y, inner_proba: np.ndarray, threshold: float, sensitivity: float | None, metric: str) -> float:
     """A candidate's inner-CV score: ``metric`` averaged over the inner repeats, each decided at
     ``threshold``, or with ``sensitivity`` at the median threshold of the *other* repeats
     (leave-one-repeat-out, as :func:`lympho.evaluation.threshold_from_repeats` estimates
     the stored operating point: never judged on the predictions it was chosen on)."""
-    if sensitivity is None:
-        cuts = np.full(len(inner_proba), threshold)
-    else:
-        per_repeat = _repeat_thresholds(y, inner_proba, sensitivity)
-        cuts = np.array([np.median(np.delete(per_repeat, r)) for r in range(len(per_repeat))])
+    cuts = (np.full(len(inner_proba), threshold) if sensitivity is None
+            else held_out_thresholds(repeat_thresholds(y, inner_proba, sensitivity)))
     return float(np.mean([_score(y, row, cut, metric) for row, cut in zip(inner_proba, cuts)]))
 
 
@@ -226,8 +218,7 @@ def nested_cv(candidates: Sequence[Candidate], y, *, outer_folds: int = 3, outer
                 inner_proba[i // inner_folds, b] = _fit_proba(candidate, train[a], train[b], y)
             inner_means[c] = _inner_score(y[train], inner_proba, threshold, sensitivity, metric)
             if sensitivity is not None:
-                outer_thresholds[c, s] = min(float(np.median(_repeat_thresholds(y[train], inner_proba,
-                                                                                sensitivity))), 1.0)
+                outer_thresholds[c, s] = stored_threshold(repeat_thresholds(y[train], inner_proba, sensitivity))
             decided = _fit_proba(candidate, train, test, y) >= outer_thresholds[c, s]
             outer_decided[c, s // outer_folds, test] = decided
             outer_scores[c, s] = count_metrics(y[test], decided)[metric]
