@@ -58,11 +58,12 @@ with right:
     st.caption(f"Computed on {ESTIMATE['computed_on']}; {ESTIMATE['source']}.")
     point = ESTIMATE.get("operating_point")
     if point:
+        figures_at = {m: f"{point[m]['estimate']:.3f} ({point[m]['ci_low']:.2f}–{point[m]['ci_high']:.2f})"
+                      for m in ("balanced_accuracy", "recall", "specificity")}
         st.markdown(f"At its stored threshold **{point['threshold']:.3f}** (chosen for "
                     f"{point['target_sensitivity']:.0%} sensitivity), as it decides: balanced accuracy "
-                    + ", ".join(f"{name} {point[m]['estimate']:.3f} ({point[m]['ci_low']:.2f}–{point[m]['ci_high']:.2f})"
-                                for name, m in (("", "balanced_accuracy"), ("recall", "recall"),
-                                                ("specificity", "specificity"))).lstrip())
+                    f"{figures_at['balanced_accuracy']}, recall {figures_at['recall']}, specificity "
+                    f"{figures_at['specificity']}")
         st.caption(f"Threshold and estimate from {point['computed_on']}: each repeat decided at the median "
                    f"threshold of the other repeats, 95% CI by bootstrap over patients.")
     if nested:

@@ -3,7 +3,8 @@
 The same computation as ``python -m lympho select`` (lympho.selection.nested_cv), plus
 the machine and the wall time, for the README. Run it niced on a shared machine:
 
-    nice -n 5 python benchmarks/nested_selection.py [--data DIR] [--grid clinical|images|fusion] [--sensitivity S] [--cache-dir DIR]
+    nice -n 5 python benchmarks/nested_selection.py [--data DIR] [--grid clinical|images|fusion]
+        [--sensitivity S] [--cache-dir DIR]
         [--outer-folds 3 --outer-repeats 5 --inner-folds 3 --inner-repeats 3] [--json FILE]
 """
 

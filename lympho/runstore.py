@@ -110,13 +110,13 @@ class RunStore:
             index = {}
         fresh = {}
         for run_id in self.ids():
-            stat = self._path(run_id).stat()
-            entry = index.get(run_id)
-            if not (isinstance(entry, list) and entry[:2] == [stat.st_mtime_ns, stat.st_size]):
-                try:
+            try:  # a run deleted since the listing (deletes take no lock) is simply gone
+                stat = self._path(run_id).stat()
+                entry = index.get(run_id)
+                if not (isinstance(entry, list) and entry[:2] == [stat.st_mtime_ns, stat.st_size]):
                     entry = [stat.st_mtime_ns, stat.st_size, fingerprint(self.load(run_id))]
-                except (json.JSONDecodeError, OSError, UnicodeDecodeError, RunNotFound):
-                    continue
+            except (json.JSONDecodeError, OSError, UnicodeDecodeError, RunNotFound):
+                continue
             fresh[run_id] = entry
         if fresh != index:
             self._write_index(fresh)

@@ -140,3 +140,13 @@ def test_select_cli_runs_the_fusion_grid_at_the_operating_point(tmp_path, capsys
     out = capsys.readouterr().out
     assert code == 0 and "5 candidates" in out
     assert "late mean: LogReg clinical | LogRegCV morphology/meanmax" in out
+
+
+def test_the_cli_offers_every_named_grid():
+    """`select --grid` names its choices without importing lympho.selection (a fast --help)."""
+    from lympho.__main__ import build_parser
+    from lympho.selection import GRIDS
+
+    select = build_parser()._subparsers._group_actions[0].choices["select"]
+    grid = next(action for action in select._actions if action.dest == "grid")
+    assert set(grid.choices) == set(GRIDS)
