@@ -84,7 +84,8 @@ def image_model_options(key: str, base: ExperimentConfig, features: str, disable
     late = features == "both" and fusion == "late"
     combine = right.selectbox("Combine experts", COMBINES, key=remember(f"{key}_combine", base.combine),
                               disabled=disabled or not late,
-                              format_func={"mean": "Mean of probabilities", "stacked": "Stacked (logistic)"}.get)
+                              format_func={"mean": "Mean of probabilities", "logit": "Mean of log-odds",
+                                           "stacked": "Stacked (logistic)"}.get)
     image_classifier = last.selectbox("Image expert's classifier", (SAME, *IMAGE_CLASSIFIERS),
                                       key=remember(f"{key}_image_classifier", base.image_classifier or SAME),
                                       disabled=disabled or not late,

@@ -73,8 +73,9 @@ def images_grid() -> list:
 def fusion_grid() -> list:
     """The candidates of the recommended configuration's choice (issue 7; README): clinical
     XGBoost and LogReg alone, and late fusions of a clinical expert (XGBoost, LogReg, MLP)
-    with the LogRegCV expert on pooled morphology (mean, mean+max, moments), averaged or
-    stacked; all class-weighted, none needing downloaded weights."""
+    with the LogRegCV expert on pooled morphology (mean, mean+max, moments), combined by the
+    mean of probabilities, the mean of log-odds or stacking; all class-weighted, none
+    needing downloaded weights."""
     from lympho.experiment import ExperimentConfig
 
     late = ExperimentConfig(features="both", encoder="morphology", pooling="mean", classifier="xgboost",
@@ -90,6 +91,8 @@ def fusion_grid() -> list:
         dataclasses.replace(late, classifier="logreg", pooling="moments"),
         dataclasses.replace(late, classifier="logreg", combine="stacked"),
         dataclasses.replace(late, classifier="mlp"),
+        *(dataclasses.replace(late, classifier="logreg", pooling=pooling, combine="logit")
+          for pooling in ("mean", "meanmax", "moments")),
     ]
 
 

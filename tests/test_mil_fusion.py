@@ -121,6 +121,14 @@ def test_stacked_fusion_fits_its_combiner_on_inner_out_of_fold_predictions():
     np.testing.assert_allclose(mean.predict_proba(X)[:, 1], (experts["a"] + experts["b"]) / 2)
 
 
+def test_logit_fusion_averages_the_experts_log_odds():
+    X, y = spy_records()
+    fusion = LateFusion([("a", SpyExpert()), ("b", SpyExpert(0.1))], combine="logit").fit(X, y)
+    experts = fusion.expert_probabilities(X)
+    log_odds = [np.log(p / (1 - p)) for p in experts.values()]
+    np.testing.assert_allclose(fusion.predict_proba(X)[:, 1], 1 / (1 + np.exp(-(log_odds[0] + log_odds[1]) / 2)))
+
+
 @pytest.mark.parametrize("estimator", [
     AttentionMILClassifier(), TopKMILClassifier(), CellCNNClassifier(), PatientView("pooled", "moments"),
     LateFusion([("a", SpyExpert()), ("b", SpyExpert(0.2))], combine="stacked"),

@@ -21,4 +21,7 @@ IMAGE_MODELS = ("pooled", "attention", "topk", "cellcnn")
 #: and dominates a late average).
 IMAGE_CLASSIFIERS = (*CLASSIFIERS, "logregcv")
 FUSIONS = ("early", "late")
-COMBINES = ("mean", "stacked")
+#: How late fusion combines its experts: "mean" of probabilities, "logit": mean of log-odds
+#: (a logarithmic opinion pool: an expert sure of its call is not diluted by an unsure one), or
+#: "stacked": a logistic regression on the experts' inner out-of-fold log-odds.
+COMBINES = ("mean", "logit", "stacked")

@@ -4,10 +4,12 @@
 table for one classifier (``lympho.experiment.design_matrix`` on a plain matrix). **Late
 fusion** (:class:`LateFusion`) keeps a clinical expert and one or more image experts, each
 its own pipeline fitted on the training patients, and combines their probabilities: by
-their ``mean``, or ``stacked``: a logistic regression on the experts' logits, fitted on
-out-of-fold predictions of an inner cross-validation of the training patients (so the
-combiner never sees a prediction made on a patient the expert was trained on): the
-original paper's mixture-of-experts idea.
+their ``mean``; by the mean of their log-odds (``logit``: a logarithmic opinion pool, in
+which an expert sure of its call is not diluted to 0.5 by an unsure one, as independent
+evidence adds up in Bayes' rule); or ``stacked``: a logistic regression on the experts'
+logits, fitted on out-of-fold predictions of an inner cross-validation of the training
+patients (so the combiner never sees a prediction made on a patient the expert was trained
+on): the original paper's mixture-of-experts idea.
 
 Late fusion reads **patient records**: one dict per patient with ``clinical`` (the
 clinical row), ``bag`` (the instance features, when an encoder is used) and ``images``
@@ -76,12 +78,17 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-z))
+
+
 class LateFusion(BinaryClassifier):
     """Experts fitted separately on the same patients; their probabilities combined.
 
     ``experts``: a list of ``(name, estimator)``; each estimator reads patient records
     (typically a pipeline starting with :class:`PatientView`). ``combine``: ``mean`` of
-    the probabilities, or ``stacked``: logistic regression (``C``, class-weighted) on the
+    the probabilities, ``logit``: the mean of their log-odds, or ``stacked``: logistic
+    regression (``C``, class-weighted) on the
     experts' logits from an inner ``inner_folds``-fold cross-validation of the training
     patients. Fitted state: ``experts_`` (the fitted experts) and, when stacked,
     ``stack_coef_`` and ``stack_intercept_`` (plain arrays).
@@ -126,8 +133,10 @@ class LateFusion(BinaryClassifier):
         probabilities = np.column_stack(list(self.expert_probabilities(X).values()))
         if self.combine == "mean":
             positive = probabilities.mean(1)
+        elif self.combine == "logit":
+            positive = _sigmoid(_logit(probabilities).mean(1))
         else:
-            positive = 1 / (1 + np.exp(-(_logit(probabilities) @ self.stack_coef_ + self.stack_intercept_)))
+            positive = _sigmoid(_logit(probabilities) @ self.stack_coef_ + self.stack_intercept_)
         return np.column_stack([1 - positive, positive])
 
     def instance_weights(self, X) -> list[np.ndarray] | None:
