@@ -51,21 +51,21 @@ with left:
 with right:
     st.subheader("The recommended model")
     ba, recall, nested = ESTIMATE["balanced_accuracy"], ESTIMATE["recall"], ESTIMATE.get("nested")
-    st.markdown(f"**{figures.config_name(ESTIMATE['label'], ESTIMATE['config'])}**: balanced accuracy "
+    name = figures.config_name(ESTIMATE["label"], ESTIMATE["config"])
+    point = ESTIMATE.get("operating_point")
+    if point:  # how the tool decides comes first; probability 0.5 is the conventional comparison
+        at = {m: f"{point[m]['estimate']:.3f}** ({point[m]['ci_low']:.2f}–{point[m]['ci_high']:.2f})"
+              for m in ("balanced_accuracy", "recall", "specificity")}
+        st.markdown(f"**{name}**, as it decides, at its stored threshold **{point['threshold']:.3f}** (chosen "
+                    f"for {point['target_sensitivity']:.0%} sensitivity): balanced accuracy "
+                    f"**{at['balanced_accuracy']}, recall **{at['recall']}, specificity **{at['specificity']}")
+        st.caption(f"Threshold and estimate from {point['computed_on']}: each repeat decided at the median "
+                   f"threshold of the other repeats, 95% CI by bootstrap over patients.")
+    st.markdown(f"{'At probability 0.5 instead' if point else f'**{name}**'}: balanced accuracy "
                 f"**{ba['estimate']:.3f}** (95% CI {ba['ci_low']:.2f}–{ba['ci_high']:.2f}; spread across folds "
                 f"{ba['mean']:.3f} ± {ba['std']:.3f}), recall {recall['estimate']:.3f} "
                 f"({recall['ci_low']:.2f}–{recall['ci_high']:.2f})")
     st.caption(f"Computed on {ESTIMATE['computed_on']}; {ESTIMATE['source']}.")
-    point = ESTIMATE.get("operating_point")
-    if point:
-        figures_at = {m: f"{point[m]['estimate']:.3f} ({point[m]['ci_low']:.2f}–{point[m]['ci_high']:.2f})"
-                      for m in ("balanced_accuracy", "recall", "specificity")}
-        st.markdown(f"At its stored threshold **{point['threshold']:.3f}** (chosen for "
-                    f"{point['target_sensitivity']:.0%} sensitivity), as it decides: balanced accuracy "
-                    f"{figures_at['balanced_accuracy']}, recall {figures_at['recall']}, specificity "
-                    f"{figures_at['specificity']}")
-        st.caption(f"Threshold and estimate from {point['computed_on']}: each repeat decided at the median "
-                   f"threshold of the other repeats, 95% CI by bootstrap over patients.")
     if nested:
         figure = nested["balanced_accuracy"]
         st.caption(f"Choosing the best of several models and its threshold on the same patients flatters them: "

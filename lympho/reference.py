@@ -85,7 +85,8 @@ def comparison_rows(ours: dict | None = None) -> list[dict]:
     its threshold), the report's Table 2 rows (mean and fold range) and the published
     test-set figures; ``ours`` adds a run on the loaded cohort (``name, mean, std, note``)."""
     estimate, nested = RECOMMENDED_ESTIMATE["balanced_accuracy"], RECOMMENDED_ESTIMATE.get("nested")
-    rows = [{"name": f"This tool: {RECOMMENDED_ESTIMATE['label']} (CV)", "value": estimate["estimate"],
+    rows = [{"name": f"This tool: {RECOMMENDED_ESTIMATE['label']}, at probability 0.5 (CV)",
+             "value": estimate["estimate"],
              "low": estimate["ci_low"], "high": estimate["ci_high"], "note": RECOMMENDED_ESTIMATE["computed_on"],
              "ours": True}]
     point = RECOMMENDED_ESTIMATE.get("operating_point")

@@ -32,7 +32,11 @@ def test_demo_cohort_is_the_default_and_marked(monkeypatch):
     assert any("SYNTHETIC DEMO COHORT" in w.value for w in app.sidebar.warning)
     assert app.metric[0].value == "48"  # labelled patients, on the overview
     estimate = RECOMMENDED_ESTIMATE["balanced_accuracy"]  # the recommended model, with its spread
-    assert f"**{estimate['estimate']:.3f}** (95% CI {estimate['ci_low']:.2f}" in " ".join(m.value for m in app.markdown)
+    shown = " ".join(m.value for m in app.markdown)
+    assert f"**{estimate['estimate']:.3f}** (95% CI {estimate['ci_low']:.2f}" in shown
+    point = RECOMMENDED_ESTIMATE["operating_point"]  # how it decides, first
+    assert shown.index(f"**{point['balanced_accuracy']['estimate']:.3f}** ({point['balanced_accuracy']['ci_low']:.2f}") \
+        < shown.index("At probability 0.5 instead")
 
 
 def test_real_cohort_from_lympho_data(monkeypatch, real_data):
