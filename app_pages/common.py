@@ -21,7 +21,7 @@ from lympho.evaluation import (METRICS, format_estimate, oof_estimates, operatin
                                threshold_for_sensitivity, threshold_from_repeats)
 from lympho.experiment import CLASSIFIER_NAMES, FEATURE_SETS, ExperimentConfig
 from lympho.jobs import Job
-from lympho.models import COMBINES, FUSIONS, IMAGE_CLASSIFIERS, IMAGE_MODELS
+from lympho.models import COMBINE_NAMES, COMBINES, FUSIONS, IMAGE_CLASSIFIERS, IMAGE_MODELS
 from lympho.models.classifiers import CLASSIFIERS, IMBALANCE
 from lympho.pooling import POOLINGS
 from lympho.runstore import RunStore, display_name
@@ -84,8 +84,7 @@ def image_model_options(key: str, base: ExperimentConfig, features: str, disable
     late = features == "both" and fusion == "late"
     combine = right.selectbox("Combine experts", COMBINES, key=remember(f"{key}_combine", base.combine),
                               disabled=disabled or not late,
-                              format_func={"mean": "Mean of probabilities", "logit": "Mean of log-odds",
-                                           "stacked": "Stacked (logistic)"}.get)
+                              format_func=lambda c: COMBINE_NAMES[c].capitalize())
     image_classifier = last.selectbox("Image expert's classifier", (SAME, *IMAGE_CLASSIFIERS),
                                       key=remember(f"{key}_image_classifier", base.image_classifier or SAME),
                                       disabled=disabled or not late,

@@ -9,8 +9,8 @@ import streamlit as st
 
 from lympho import reports
 from lympho.data import CohortError
-from lympho.decision import (DISCLAIMER_SHORT, inputs_used, model_card, operating_point_text, result_key,
-                             thumbnails)
+from lympho.decision import (DISCLAIMER_SHORT, evidence_text, inputs_used, model_card, operating_point_text,
+                             result_key, thumbnails)
 from lympho.scoring import (RECOMMENDED, ModelError, instance_scores, load_model, make_patient, model_catalog,
                             save_model, score_patient, train_model)
 from lympho.uploads import UPLOAD_SUFFIXES, save_uploads
@@ -191,6 +191,9 @@ if shown is not None:
                        + operating_point_text(model.meta).split("; ", 1)[-1])
     st.markdown("**Inputs as used:** " + " · ".join(f"{name}: {value}" for name, value in shown["used"])
                 + f" · Model: {result['model']}")
+    evidence = evidence_text(result)
+    if evidence:
+        st.markdown(f"**Each expert's probability:** {evidence}")
     if shown["thumbs"]:
         with st.expander(f"The {len(shown['thumbs'])} uploaded cells"):
             st.image(shown["thumbs"][:120], width=64)

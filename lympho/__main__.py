@@ -310,6 +310,7 @@ def patient_images(source: Path, scratch: Path) -> Path | list[Path]:
 
 def cmd_score(args) -> None:
     from lympho import reports
+    from lympho.decision import evidence_text
     from lympho.scoring import instance_scores, load_model, make_patient, score_patient
 
     model = load_model(args.model, trust_pickle=args.trust_pickle)
@@ -325,6 +326,9 @@ def cmd_score(args) -> None:
     decision = "malignant" if result["prediction"] else "reactive"
     print(f"probability of malignancy {result['probability']:.3f} -> {decision} at threshold "
           f"{threshold:.3f} ({result['n_images']} images; model: {result['model']})")
+    evidence = evidence_text(result)
+    if evidence:
+        print(f"each expert's probability: {evidence}")
     if args.report:
         write_text_atomic(args.report, reports.patient_report_html(result, ranked[:reports.MAX_CELLS]))
         print(f"wrote the one-page report -> {args.report}")

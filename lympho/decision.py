@@ -29,6 +29,17 @@ def result_key(model_id: str, inputs: Mapping, files: Sequence[tuple[str, bytes]
     return digest.hexdigest()[:16]
 
 
+def evidence_text(result: Mapping) -> str | None:
+    """Each expert's own probability and how they were combined, e.g. ``LogReg clinical
+    0.214 · LogRegCV morphology/meanmax 0.683 → 0.402 (mean of log-odds)``, for a scored
+    late fusion (:func:`lympho.scoring.score_patient`); None for a single model."""
+    experts = result.get("experts") or []
+    if not experts:
+        return None
+    return (" · ".join(f"{name} {probability:.3f}" for name, probability in experts)
+            + f" → {float(result['probability']):.3f} ({result.get('combine') or 'combined'})")
+
+
 def _interval(estimate: Mapping | None, metric: str) -> str | None:
     """``0.95 (95% CI 0.88-0.99)`` from an estimate record of lympho.evaluation, if it has ``metric``."""
     value = (estimate or {}).get("metrics", {}).get(metric)

@@ -126,18 +126,28 @@ class ExperimentConfig:
     def label(self) -> str:
         """A short human name, e.g. ``MLP, clinical + resnet18/mean`` or, late fusion,
         ``late mean: XGBoost clinical | LogReg morphology/moments | cell CNN``."""
-        weights = " (none)" if uses_torchvision_options(self.encoder) and self.weights != "imagenet" else ""
-        images = f"{self.encoder}/{self.pooling}{weights}"
         if not self.uses_records:
-            parts = {"clinical": "clinical", "images": images, "both": f"clinical + {images}"}
+            parts = {"clinical": "clinical", "images": self._images_name(), "both": f"clinical + {self._images_name()}"}
             return f"{CLASSIFIER_NAMES[self.classifier]}, {parts[self.features]}"
-        names = {"pooled": f"{CLASSIFIER_NAMES[self.image_classifier or self.classifier]} {images}",
-                 "attention": f"attention-MIL {self.encoder}{weights}", "topk": f"top-k MIL {self.encoder}{weights}",
-                 "cellcnn": "cell CNN"}
-        experts = ([f"{CLASSIFIER_NAMES[self.classifier]} clinical"] if self.features == "both" else []) + \
-            [names[e] for e in self.image_experts]
+        experts = self.expert_labels()
         combine = {"logit": "log-odds mean"}.get(self.combine, self.combine)
         return experts[0] if len(experts) == 1 else f"late {combine}: " + " | ".join(experts)
+
+    def expert_labels(self) -> list[str]:
+        """The name of each expert of a late fusion, in its order: the clinical expert (features
+        "both"), then one per image model, e.g. ``LogRegCV morphology/meanmax``."""
+        weights = self._weights_note()
+        names = {"pooled": f"{CLASSIFIER_NAMES[self.image_classifier or self.classifier]} {self._images_name()}",
+                 "attention": f"attention-MIL {self.encoder}{weights}", "topk": f"top-k MIL {self.encoder}{weights}",
+                 "cellcnn": "cell CNN"}
+        return ([f"{CLASSIFIER_NAMES[self.classifier]} clinical"] if self.features == "both" else []) + \
+            [names[e] for e in self.image_experts]
+
+    def _images_name(self) -> str:
+        return f"{self.encoder}/{self.pooling}{self._weights_note()}"
+
+    def _weights_note(self) -> str:
+        return " (none)" if uses_torchvision_options(self.encoder) and self.weights != "imagenet" else ""
 
 
 #: The late fusion of a clinical expert (class-weighted logistic regression on age, gender and

@@ -36,9 +36,12 @@ from lympho.experiment import (RECOMMENDED, TARGET_SENSITIVITY, THRESHOLD_REPEAT
                                versions, write_json_atomic)
 from lympho.model_format import (LEGACY_PIPELINE_FILE, PIPELINE_FILE, ModelError, load_legacy_pipeline,
                                   load_pipeline, save_pipeline)
+from lympho.models import COMBINE_NAMES
 
 #: 2: the pipeline in skops (safe); 1: a joblib pickle, loaded only when trusted.
 MODEL_FORMAT = 2
+#: Prefix of a late fusion's per-expert probability columns in :meth:`TrainedModel.predict`.
+EXPERT_COLUMN = "probability: "
 #: Upper bound accepted for a user-entered lymphocyte count (x 10^9/L); the cohort spans 2-300.
 MAX_LYMPH_COUNT = 1000.0
 
@@ -58,14 +61,25 @@ class TrainedModel:
                 progress: StageProgress | None = None, threshold: float | None = None) -> pd.DataFrame:
         """``id, probability, prediction`` per patient, ``prediction`` being
         ``probability >= threshold`` everywhere (CLI, scoring, dashboard); labels are never read.
-        ``threshold`` defaults to the model's stored one (:attr:`threshold`)."""
+        ``threshold`` defaults to the model's stored one (:attr:`threshold`). A late fusion adds
+        each expert's own probability, in a column ``probability: <expert>`` (e.g.
+        ``probability: LogReg clinical``), so that a user sees which evidence drove the call."""
         threshold = self.threshold if threshold is None else threshold
         unlabelled = [dataclasses.replace(p, label=UNKNOWN_LABEL) for p in patients]
         bags = instance_bags(unlabelled, self.config, cache_dir, progress)
         X, _ = design_matrix(unlabelled, self.config, bags)
         probability = self.pipeline.predict_proba(X)[:, 1]
         return pd.DataFrame({"id": [p.id for p in unlabelled], "probability": probability,
-                             "prediction": (probability >= threshold).astype(int)})
+                             "prediction": (probability >= threshold).astype(int),
+                             **{f"{EXPERT_COLUMN}{name}": p for name, p in self._experts(X).items()}})
+
+    def _experts(self, X) -> dict[str, np.ndarray]:
+        """Each expert's probabilities by its label (:meth:`ExperimentConfig.expert_labels`);
+        empty unless the model is a late fusion."""
+        if not hasattr(self.pipeline, "expert_probabilities"):
+            return {}
+        by_name = self.pipeline.expert_probabilities(X)
+        return dict(zip(self.config.expert_labels(), by_name.values(), strict=True))
 
     def _oof(self) -> pd.DataFrame:
         oof = self.meta.get("oof")
@@ -338,15 +352,20 @@ def score_patient(model: TrainedModel, patient: Patient, cache_dir: Path | None 
     (default: the model's stored threshold, :attr:`TrainedModel.threshold`).
 
     Keys: ``id, probability, prediction, threshold, n_images, model, gender, age,
-    lymph_count``; ``age`` is the model's input, the age at the reference date 2020-01-01.
+    lymph_count, experts``; ``age`` is the model's input, the age at the reference date 2020-01-01.
     ``prediction`` is 1 (malignant) or 0 (reactive) at ``threshold``, which may come from
-    :meth:`TrainedModel.threshold_for_sensitivity`.
+    :meth:`TrainedModel.threshold_for_sensitivity`. ``experts``: for a late fusion, each
+    expert's own probability, ``[(expert, probability), ...]``, and ``combine`` says how they
+    were combined; empty for a single model.
     """
     threshold = _check_threshold(model.threshold if threshold is None else threshold)
     row = model.predict([patient], cache_dir, threshold=threshold).iloc[0]
+    experts = [(name.removeprefix(EXPERT_COLUMN), float(row[name])) for name in row.index
+               if name.startswith(EXPERT_COLUMN)]
     return {"id": patient.id, "probability": float(row["probability"]), "prediction": int(row["prediction"]),
             "threshold": threshold, "n_images": len(patient.images), "model": model.meta["label"],
-            "gender": patient.gender, "age": float(patient.age), "lymph_count": float(patient.lymph_count)}
+            "gender": patient.gender, "age": float(patient.age), "lymph_count": float(patient.lymph_count),
+            "experts": experts, "combine": COMBINE_NAMES[model.config.combine] if experts else None}
 
 
 def instance_scores(model: TrainedModel, patient: Patient, cache_dir: Path | None = None) -> pd.DataFrame | None:

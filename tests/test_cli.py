@@ -86,7 +86,8 @@ def test_train_predict_score(small_cohort, tmp_path, capsys):
     code, _, _ = run_cli(capsys, "predict", "--model", model, "--data", small_cohort, "--split", "test",
                          "--out", tmp_path / "p.csv")
     predictions = pd.read_csv(tmp_path / "p.csv")
-    assert list(predictions.columns) == ["id", "probability", "prediction"] and len(predictions) == 3
+    assert list(predictions.columns[:3]) == ["id", "probability", "prediction"] and len(predictions) == 3
+    assert list(predictions.columns[3:]) == ["probability: LogReg clinical", "probability: LogRegCV morphology/meanmax"]
     threshold = json.loads((model / "model.json").read_text())["operating_point"]["threshold"]
     assert (predictions["prediction"] == (predictions["probability"] >= threshold)).all()
     code, _, err = run_cli(capsys, "predict", "--model", model, "--data", small_cohort, "--split", "train",
@@ -110,6 +111,10 @@ def test_train_defaults_to_the_recommended_config(small_cohort, tmp_path, capsys
     assert code == 0
     from lympho.scoring import RECOMMENDED
     assert json.loads((tmp_path / "m" / "model.json").read_text())["config"] == RECOMMENDED.to_dict()
+    folder = load_cohort(small_cohort).select("test")[0].images[0].parent
+    code, out, _ = run_cli(capsys, "score", "--model", tmp_path / "m", "--images", folder, "--gender", "F",
+                           "--age", "60", "--lymph-count", "8")
+    assert code == 0 and "each expert's probability: LogReg clinical " in out and "(mean of log-odds)" in out
 
 
 @pytest.mark.parametrize("argv, message", [

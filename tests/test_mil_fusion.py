@@ -1,18 +1,21 @@
 """Learned MIL pooling, the cell CNN, late fusion and the configs that use them (tiny settings)."""
 
 import dataclasses
+import html
 
 import numpy as np
 import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
 from lympho.data import load_cohort
+from lympho.decision import evidence_text
 from lympho.experiment import ExperimentConfig, config_pipeline, design_matrix, fusion_configs, run_experiment
 from lympho.model_format import load_pipeline, save_pipeline
 from lympho.models.cellcnn import CellCNNClassifier
 from lympho.models.fusion import LateFusion, PatientView, instance_weights, records
 from lympho.models.mil import AttentionMILClassifier, TopKMILClassifier
-from lympho.scoring import instance_scores, train_model
+from lympho.reports import patient_report_html
+from lympho.scoring import instance_scores, score_patient, train_model
 
 
 def toy_bags(n=24, seed=0):
@@ -166,6 +169,12 @@ def test_trained_late_fusion_saves_safely_and_ranks_cells_by_its_own_weights(sma
     cells = instance_scores(model, patient, tmp_path / "cache")
     assert len(cells) == len(patient.images) and set(cells["measure"]) == {"cell probability"}
     assert cells["score"].is_monotonic_decreasing
+    result = score_patient(model, patient, tmp_path / "cache")  # each expert's own say, shown with the decision
+    assert [name for name, _ in result["experts"]] == ["LogReg clinical", "LogReg morphology/moments",
+                                                       "top-k MIL morphology"]
+    assert result["probability"] == pytest.approx(np.mean([p for _, p in result["experts"]]))
+    assert result["combine"] == "mean of probabilities"
+    assert evidence_text(result) in html.unescape(patient_report_html(result))
     (tmp_path / "saved").mkdir()
     loaded = load_pipeline(save_pipeline(model.pipeline, tmp_path / "saved"))
     X, _ = design_matrix(cohort.labelled(), config, None if not config.uses_encoder else

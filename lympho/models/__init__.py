@@ -25,3 +25,4 @@ FUSIONS = ("early", "late")
 #: (a logarithmic opinion pool: an expert sure of its call is not diluted by an unsure one), or
 #: "stacked": a logistic regression on the experts' inner out-of-fold log-odds.
 COMBINES = ("mean", "logit", "stacked")
+COMBINE_NAMES = {"mean": "mean of probabilities", "logit": "mean of log-odds", "stacked": "stacked logistic regression"}
