@@ -10,7 +10,7 @@ import streamlit as st
 from lympho import reports
 from lympho.data import CohortError
 from lympho.decision import (DISCLAIMER_SHORT, evidence_text, inputs_used, model_card, operating_point_text,
-                             result_key, thumbnails)
+                             result_key, similar_text, thumbnails)
 from lympho.scoring import (RECOMMENDED, ModelError, instance_scores, load_model, make_patient, model_catalog,
                             save_model, score_patient, train_model)
 from lympho.uploads import UPLOAD_SUFFIXES, save_uploads
@@ -191,9 +191,14 @@ if shown is not None:
                        + operating_point_text(model.meta).split("; ", 1)[-1])
     st.markdown("**Inputs as used:** " + " · ".join(f"{name}: {value}" for name, value in shown["used"])
                 + f" · Model: {result['model']}")
-    evidence = evidence_text(result)
+    evidence, similar = evidence_text(result), similar_text(result)
     if evidence:
         st.markdown(f"**Each expert's probability:** {evidence}")
+    if similar:
+        st.markdown(f"**Patients scored alike:** {similar}",
+                    help="A class-weighted model's probability weighs both classes equally; this is how often "
+                         "malignancy was found among the training patients whose out-of-fold probability was "
+                         "nearest this one.")
     if shown["thumbs"]:
         with st.expander(f"The {len(shown['thumbs'])} uploaded cells"):
             st.image(shown["thumbs"][:120], width=64)

@@ -310,7 +310,7 @@ def patient_images(source: Path, scratch: Path) -> Path | list[Path]:
 
 def cmd_score(args) -> None:
     from lympho import reports
-    from lympho.decision import evidence_text
+    from lympho.decision import evidence_text, similar_text
     from lympho.scoring import instance_scores, load_model, make_patient, score_patient
 
     model = load_model(args.model, trust_pickle=args.trust_pickle)
@@ -326,9 +326,11 @@ def cmd_score(args) -> None:
     decision = "malignant" if result["prediction"] else "reactive"
     print(f"probability of malignancy {result['probability']:.3f} -> {decision} at threshold "
           f"{threshold:.3f} ({result['n_images']} images; model: {result['model']})")
-    evidence = evidence_text(result)
+    evidence, similar = evidence_text(result), similar_text(result)
     if evidence:
         print(f"each expert's probability: {evidence}")
+    if similar:
+        print(similar)
     if args.report:
         write_text_atomic(args.report, reports.patient_report_html(result, ranked[:reports.MAX_CELLS]))
         print(f"wrote the one-page report -> {args.report}")

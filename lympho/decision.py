@@ -40,6 +40,17 @@ def evidence_text(result: Mapping) -> str | None:
             + f" → {float(result['probability']):.3f} ({result.get('combine') or 'combined'})")
 
 
+def similar_text(result: Mapping) -> str | None:
+    """``Of the 15 training patients scored most like this one (out of fold, 0.28–0.47), 9 were
+    malignant (60%; 95% CI 36–80%)``; None when the model kept no out-of-fold predictions."""
+    similar = result.get("similar")
+    if not similar:
+        return None
+    return (f"Of the {similar['k']} training patients scored most like this one (out of fold, "
+            f"{similar['p_low']:.2f}–{similar['p_high']:.2f}), {similar['malignant']} were malignant "
+            f"({similar['fraction']:.0%}; {similar['level']:.0%} CI {similar['low']:.0%}–{similar['high']:.0%}).")
+
+
 def _interval(estimate: Mapping | None, metric: str) -> str | None:
     """``0.95 (95% CI 0.88-0.99)`` from an estimate record of lympho.evaluation, if it has ``metric``."""
     value = (estimate or {}).get("metrics", {}).get(metric)

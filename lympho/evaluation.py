@@ -356,6 +356,35 @@ def threshold_from_repeats(oof, target: float) -> dict:
             "per_repeat": [float(t) for t in per_repeat], "estimate": estimate}
 
 
+#: How many training patients :func:`similar_patients` compares a new patient with.
+SIMILAR_PATIENTS = 15
+
+
+def similar_patients(oof, probability: float, k: int = SIMILAR_PATIENTS, level: float = CI_LEVEL) -> dict:
+    """How often training patients scored like this one were malignant: a calibration check
+    for one probability, in counts a clinician can weigh.
+
+    A class-weighted model's probability is on a scale where both classes weighed the same
+    in training, not the frequency of malignancy among patients who score so. Here each
+    training patient's out-of-fold probability (averaged over the repeats) is compared with
+    ``probability``; of the ``k`` nearest, the number that were malignant and its Wilson
+    interval. Fold models saw two thirds of the patients, so their probabilities are a little
+    less sharp than the deployed model's. Returns ``k, malignant, fraction, low, high`` and
+    ``p_low, p_high`` (the range of those patients' probabilities).
+    """
+    from scipy.stats import binomtest
+
+    y, probabilities, _ = _repeat_matrix(oof)
+    mean = probabilities.mean(axis=0)
+    k = min(k, len(y))
+    nearest = np.argsort(np.abs(mean - probability), kind="stable")[:k]
+    malignant = int(y[nearest].sum())
+    interval = binomtest(malignant, k).proportion_ci(confidence_level=level, method="wilson")
+    return {"k": k, "malignant": malignant, "fraction": malignant / k, "low": float(interval.low),
+            "high": float(interval.high), "level": level, "p_low": float(mean[nearest].min()),
+            "p_high": float(mean[nearest].max())}
+
+
 def run_estimates(run) -> dict | None:
     """A stored run's headline estimates: ``summary["headline"]``, or for a run stored before
     it existed :func:`oof_estimates` of its ``oof`` at its threshold (0.5); None without

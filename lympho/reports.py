@@ -19,7 +19,7 @@ import pandas as pd
 
 from lympho import figures
 from lympho.data import REFERENCE_DATE, CohortError, read_image
-from lympho.decision import evidence_text
+from lympho.decision import evidence_text, similar_text
 from lympho.evaluation import HEADLINE, METRICS, format_estimate, run_estimates
 
 #: At most this many cell thumbnails on a patient report.
@@ -380,9 +380,11 @@ def patient_report_html(result: Mapping, cells: Sequence[tuple[bytes | str | Pat
             (f"Age at {REFERENCE_DATE}", _number(result.get("age"), ".1f", " years")),
             ("Lymphocyte count", _number(result.get("lymph_count"), ".1f", " ×10⁹/L")),
             ("Images analysed", result.get("n_images", "—")), ("Model", result.get("model", "—"))]
-    evidence = evidence_text(result)
+    evidence, similar = evidence_text(result), similar_text(result)
     if evidence:
         rows.append(("Each expert's probability", evidence))
+    if similar:
+        rows.append(("Patients scored alike", similar))
     table = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in rows)
     comparison = "≥" if prediction == 1 else "<"
     parts = [

@@ -28,7 +28,7 @@ import pandas as pd
 
 from lympho.data import (IMAGE_SUFFIXES, REFERENCE_DATE, UNKNOWN_LABEL, CohortError, Patient, age_at_reference,
                          age_today_to_reference, check_image, list_images, parse_gender, parse_lymph_count)
-from lympho.evaluation import cross_validate, oof_estimates, threshold_from_repeats
+from lympho.evaluation import cross_validate, oof_estimates, similar_patients, threshold_from_repeats
 from lympho.evaluation import operating_point as _operating_point
 from lympho.evaluation import threshold_for_sensitivity as _threshold_for_sensitivity
 from lympho.experiment import (RECOMMENDED, TARGET_SENSITIVITY, THRESHOLD_REPEATS, ExperimentConfig, StageProgress,
@@ -122,6 +122,11 @@ class TrainedModel:
             return {"threshold": threshold, "target_sensitivity": sensitivity, "estimate": estimate}
         threshold = self.threshold if threshold is None else float(threshold)
         return {"threshold": threshold, "target_sensitivity": None, "estimate": oof_estimates(oof, threshold)}
+
+    def similar_patients(self, probability: float) -> dict | None:
+        """:func:`lympho.evaluation.similar_patients` on the stored out-of-fold predictions;
+        None for a model saved without them."""
+        return similar_patients(self._oof(), probability) if self.meta.get("oof") else None
 
     def operating_point(self, threshold: float) -> dict:
         """Out-of-fold ``threshold, sensitivity, specificity, balanced_accuracy,
@@ -352,11 +357,12 @@ def score_patient(model: TrainedModel, patient: Patient, cache_dir: Path | None 
     (default: the model's stored threshold, :attr:`TrainedModel.threshold`).
 
     Keys: ``id, probability, prediction, threshold, n_images, model, gender, age,
-    lymph_count, experts``; ``age`` is the model's input, the age at the reference date 2020-01-01.
+    lymph_count, experts, combine, similar``; ``age`` is the model's input, the age at the reference date 2020-01-01.
     ``prediction`` is 1 (malignant) or 0 (reactive) at ``threshold``, which may come from
     :meth:`TrainedModel.threshold_for_sensitivity`. ``experts``: for a late fusion, each
     expert's own probability, ``[(expert, probability), ...]``, and ``combine`` says how they
-    were combined; empty for a single model.
+    were combined; empty for a single model. ``similar``: how many of the training patients
+    scored most like this one were malignant (:meth:`TrainedModel.similar_patients`).
     """
     threshold = _check_threshold(model.threshold if threshold is None else threshold)
     row = model.predict([patient], cache_dir, threshold=threshold).iloc[0]
@@ -365,7 +371,8 @@ def score_patient(model: TrainedModel, patient: Patient, cache_dir: Path | None 
     return {"id": patient.id, "probability": float(row["probability"]), "prediction": int(row["prediction"]),
             "threshold": threshold, "n_images": len(patient.images), "model": model.meta["label"],
             "gender": patient.gender, "age": float(patient.age), "lymph_count": float(patient.lymph_count),
-            "experts": experts, "combine": COMBINE_NAMES[model.config.combine] if experts else None}
+            "experts": experts, "combine": COMBINE_NAMES[model.config.combine] if experts else None,
+            "similar": model.similar_patients(float(row["probability"]))}
 
 
 def instance_scores(model: TrainedModel, patient: Patient, cache_dir: Path | None = None) -> pd.DataFrame | None:

@@ -220,6 +220,7 @@ def test_score_an_uploaded_patient(server, page):
     expect(page.get_by_text("not a diagnosis").first).to_be_visible(timeout=30_000)  # beside the decision
     expect(page.get_by_text("Inputs as used").first).to_be_visible()
     expect(page.get_by_text("Each expert's probability").first).to_be_visible()  # why: clinical and image say
+    expect(page.get_by_text("Patients scored alike").first).to_be_visible()  # what such a score meant in training
     assert page.get_by_text(f"not used by this clinical-only model").count() == 0  # the recommended model uses them
     shoot(page, "score-result")
     download = page.locator("[data-testid='stDownloadButton']")

@@ -115,6 +115,7 @@ def test_train_defaults_to_the_recommended_config(small_cohort, tmp_path, capsys
     code, out, _ = run_cli(capsys, "score", "--model", tmp_path / "m", "--images", folder, "--gender", "F",
                            "--age", "60", "--lymph-count", "8")
     assert code == 0 and "each expert's probability: LogReg clinical " in out and "(mean of log-odds)" in out
+    assert "training patients scored most like this one (out of fold" in out
 
 
 @pytest.mark.parametrize("argv, message", [

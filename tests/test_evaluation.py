@@ -21,6 +21,7 @@ from lympho.evaluation import (
     oof_estimates,
     operating_point,
     roc_points,
+    similar_patients,
     threshold_for_sensitivity,
     threshold_from_repeats,
 )
@@ -335,3 +336,17 @@ def test_threshold_for_sensitivity_errors():
         threshold_for_sensitivity(Y, P, 1.5)
     with pytest.raises(ValueError, match="no malignant"):
         threshold_for_sensitivity([0, 0], [0.1, 0.2], 0.9)
+
+
+def test_similar_patients_counts_the_nearest_training_patients_by_their_mean_probability():
+    ids = [f"P{i}" for i in range(20)]
+    mean = np.arange(20) / 20  # patient i: probability i/20 on average over its two repeats; malignant from i=10
+    oof = pd.DataFrame({"repeat": [1] * 20 + [2] * 20, "fold": 1, "id": ids * 2,
+                        "y_true": [int(i >= 10) for i in range(20)] * 2,
+                        "probability": np.concatenate([mean - 0.01, mean + 0.01])})
+    high = similar_patients(oof, 0.9, k=5)  # nearest: 0.90, 0.85, 0.95, 0.80, 0.75
+    assert (high["k"], high["malignant"], high["p_low"], high["p_high"]) == (5, 5, 0.75, 0.95)
+    assert high["fraction"] == 1.0 and high["low"] < 1.0 == high["high"]  # Wilson: an honest interval at 5 of 5
+    middle = similar_patients(oof, 0.475, k=4)  # 0.45 and 0.40 reactive, 0.50 and 0.55 malignant
+    assert (middle["malignant"], middle["fraction"]) == (2, 0.5) and middle["low"] < 0.5 < middle["high"]
+    assert similar_patients(oof, 0.5, k=100)["k"] == 20  # never more than there are patients

@@ -8,7 +8,7 @@ import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
 from lympho.data import load_cohort
-from lympho.decision import evidence_text
+from lympho.decision import evidence_text, similar_text
 from lympho.experiment import ExperimentConfig, config_pipeline, design_matrix, fusion_configs, run_experiment
 from lympho.model_format import load_pipeline, save_pipeline
 from lympho.models.cellcnn import CellCNNClassifier
@@ -174,7 +174,8 @@ def test_trained_late_fusion_saves_safely_and_ranks_cells_by_its_own_weights(sma
                                                        "top-k MIL morphology"]
     assert result["probability"] == pytest.approx(np.mean([p for _, p in result["experts"]]))
     assert result["combine"] == "mean of probabilities"
-    assert evidence_text(result) in html.unescape(patient_report_html(result))
+    report = html.unescape(patient_report_html(result))
+    assert evidence_text(result) in report and similar_text(result) in report
     (tmp_path / "saved").mkdir()
     loaded = load_pipeline(save_pipeline(model.pipeline, tmp_path / "saved"))
     X, _ = design_matrix(cohort.labelled(), config, None if not config.uses_encoder else

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from lympho.data import REFERENCE_DATE, CohortError, load_cohort
-from lympho.evaluation import LEAVE_ONE_REPEAT_OUT, oof_estimates, threshold_for_sensitivity
+from lympho.evaluation import LEAVE_ONE_REPEAT_OUT, SIMILAR_PATIENTS, oof_estimates, threshold_for_sensitivity
 from lympho.experiment import ExperimentConfig
 from lympho.scoring import (TARGET_SENSITIVITY, THRESHOLD_REPEATS, ModelError, instance_scores, load_model,
                             make_patient, model_catalog, save_model, score_patient, train_model)
@@ -204,6 +204,10 @@ def test_score_patient_decides_at_the_threshold(shared):
     assert score_patient(model, patient, cache, threshold=p)["prediction"] == 1
     assert score_patient(model, patient, cache, threshold=min(1.0, p + 1e-9))["prediction"] == int(p >= 1.0)
     assert score_patient(model, patient, cache, threshold=0)["prediction"] == 1
+    similar = result["similar"]  # how often training patients scored alike were malignant, out of fold
+    assert similar["k"] == min(SIMILAR_PATIENTS, len(cohort.labelled())) and 0 <= similar["malignant"] <= similar["k"]
+    assert similar["low"] <= similar["fraction"] <= similar["high"]
+    assert result["experts"] == [] and result["combine"] is None  # one model, not a late fusion
     for bad in (1.5, -0.1, float("nan"), "high"):
         with pytest.raises(CohortError, match="threshold"):
             score_patient(model, patient, cache, threshold=bad)
