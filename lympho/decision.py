@@ -14,6 +14,7 @@ from typing import Mapping, Sequence
 from PIL import Image
 
 from lympho.data import REFERENCE_DATE, read_image
+from lympho.encoders import uses_torchvision_options
 from lympho.figures import FEATURE_LABELS, config_name
 
 DISCLAIMER_SHORT = ("Decision support for research use, not a diagnosis: confirm by flow cytometry and "
@@ -47,7 +48,8 @@ def similar_text(result: Mapping) -> str | None:
     if not similar:
         return None
     return (f"Of the {similar['k']} training patients scored most like this one (out of fold, "
-            f"{similar['p_low']:.2f}–{similar['p_high']:.2f}), {similar['malignant']} were malignant "
+            f"{similar['p_low']:.2f}–{similar['p_high']:.2f}), {similar['malignant']} "
+            f"{'was' if similar['malignant'] == 1 else 'were'} malignant "
             f"({similar['fraction']:.0%}; {similar['level']:.0%} CI {similar['low']:.0%}–{similar['high']:.0%}).")
 
 
@@ -95,7 +97,8 @@ def model_card(meta: Mapping) -> list[tuple[str, str]]:
     features = FEATURE_LABELS.get(config["features"], config["features"])
     if config["features"] != "clinical":
         encoder = config.get("encoder", config.get("backbone"))  # "backbone" in models saved before 2026-11-29
-        features += f" ({encoder}, {config['weights']} weights, {config['pooling']} pooling)"
+        weights = f"{config['weights']} weights, " if uses_torchvision_options(encoder) else ""  # none for morphology
+        features += f" ({encoder}, {weights}{config['pooling']} pooling)"
     trained_on = (f"{'the SYNTHETIC demo cohort' if cohort['synthetic'] else cohort.get('name', '?')}, "
                   f"{cohort['n_labelled']} labelled patients")
     versions = meta.get("versions", {})

@@ -5,7 +5,7 @@ from datetime import date
 
 from PIL import Image
 
-from lympho.decision import inputs_used, model_card, result_key, thumbnails
+from lympho.decision import inputs_used, model_card, result_key, similar_text, thumbnails
 
 
 def jpeg(colour) -> bytes:
@@ -47,9 +47,24 @@ def test_model_card_names_cohort_features_operating_point_and_versions():
     assert "Encoder" not in card  # clinical-only
     meta["encoder"] = {"name": "resnet18", "version": "tv-1", "device": "cpu", "precision": "bf16"}
     assert dict(model_card(meta))["Encoder"] == "resnet18 tv-1, device cpu, precision bf16"
+    meta["config"] = {"features": "both", "imbalance": "weights", "encoder": "resnet18", "weights": "none",
+                      "pooling": "mean"}
+    assert "(resnet18, none weights, mean pooling)" in dict(model_card(meta))["Features"]
+    meta["config"].update(encoder="morphology", weights="imagenet", pooling="meanmax")  # the default weights field
+    assert "(morphology, meanmax pooling)" in dict(model_card(meta))["Features"]  # no weights: not a network
 
 
 def test_thumbnails_skip_zips_and_broken_files():
     files = [("a.jpg", jpeg("red")), ("b.zip", b"PK"), ("c.jpg", b"not an image"), ("d.jpg", jpeg("blue"))]
     previews = thumbnails(files)
     assert [name for name, _ in previews] == ["a.jpg", "d.jpg"] and max(previews[0][1].size) <= 96
+
+
+def test_patients_scored_alike_reads_as_counts():
+    similar = {"k": 15, "malignant": 1, "fraction": 1 / 15, "low": 0.012, "high": 0.298, "level": 0.95,
+               "p_low": 0.0, "p_high": 0.66}
+    text = similar_text({"similar": similar})
+    assert text == ("Of the 15 training patients scored most like this one (out of fold, 0.00–0.66), 1 was "
+                    "malignant (7%; 95% CI 1%–30%).")
+    assert "9 were malignant" in similar_text({"similar": similar | {"malignant": 9, "fraction": 0.6}})
+    assert similar_text({"similar": None}) is None
