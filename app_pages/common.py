@@ -17,8 +17,8 @@ from lympho import figures
 from lympho.encoders import ENCODERS, WEIGHTS, uses_torchvision_options
 from lympho.encoders.torchvision import hub_checkpoint_path
 from lympho.decision import encoder_text
-from lympho.evaluation import (METRICS, format_estimate, oof_estimates, operating_point, run_estimates,
-                               threshold_for_sensitivity, threshold_from_repeats)
+from lympho.evaluation import (METRICS, format_estimate, oof_estimates, operating_point, reliability,
+                               run_estimates, threshold_for_sensitivity, threshold_from_repeats)
 from lympho.experiment import CLASSIFIER_NAMES, FEATURE_SETS, ExperimentConfig
 from lympho.jobs import Job
 from lympho.models import COMBINE_NAMES, COMBINES, FUSIONS, IMAGE_CLASSIFIERS, IMAGE_MODELS
@@ -196,12 +196,26 @@ def show_run(run: dict, key: str) -> None:
     left.plotly_chart(figures.confusion_matrix(matrix, title), key=f"{key}_pooled")
     with right:
         operating_point_view(run, key)
+    if "id" in run["oof"]:  # runs stored before patient ids were kept have no per-patient view
+        calibration_view(run, key)
     with st.expander("Confusion matrix of each fold"):
         columns = st.columns(min(len(run["folds"]), 3))
         for i, fold in enumerate(run["folds"]):
             columns[i % len(columns)].plotly_chart(
                 figures.confusion_matrix(fold["confusion_matrix"], f"Repeat {fold['repeat']}, fold {fold['fold']}"),
                 key=f"{key}_cm_{i}")
+
+
+def calibration_view(run: dict, key: str) -> None:
+    """The reliability diagram of the run's out-of-fold probabilities, and how to read it."""
+    calibration = reliability(pd.DataFrame(run["oof"]))
+    groups = calibration["table"]
+    st.plotly_chart(figures.reliability_diagram(calibration), key=f"{key}_reliability")
+    st.caption(f"The {int(groups['n'].sum())} patients in {len(groups)} groups of about equal size by their "
+               f"out-of-fold probability (mean over the repeats); bars: {calibration['level']:.0%} Wilson intervals. "
+               "A class-weighted model treats both classes as equally common, so where malignancy is the majority "
+               "its points sit above the diagonal: read its probability as a score, and the Score page's "
+               "*patients scored alike* as what such a score meant.")
 
 
 def operating_point_view(run: dict, key: str) -> None:

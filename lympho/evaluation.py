@@ -372,17 +372,48 @@ def similar_patients(oof, probability: float, k: int = SIMILAR_PATIENTS, level: 
     less sharp than the deployed model's. Returns ``k, malignant, fraction, low, high`` and
     ``p_low, p_high`` (the range of those patients' probabilities).
     """
-    from scipy.stats import binomtest
-
     y, probabilities, _ = _repeat_matrix(oof)
     mean = probabilities.mean(axis=0)
     k = min(k, len(y))
     nearest = np.argsort(np.abs(mean - probability), kind="stable")[:k]
     malignant = int(y[nearest].sum())
-    interval = binomtest(malignant, k).proportion_ci(confidence_level=level, method="wilson")
-    return {"k": k, "malignant": malignant, "fraction": malignant / k, "low": float(interval.low),
-            "high": float(interval.high), "level": level, "p_low": float(mean[nearest].min()),
-            "p_high": float(mean[nearest].max())}
+    low, high = _wilson(malignant, k, level)
+    return {"k": k, "malignant": malignant, "fraction": malignant / k, "low": low, "high": high, "level": level,
+            "p_low": float(mean[nearest].min()), "p_high": float(mean[nearest].max())}
+
+
+def _wilson(successes: int, n: int, level: float) -> tuple[float, float]:
+    from scipy.stats import binomtest
+
+    interval = binomtest(successes, n).proportion_ci(confidence_level=level, method="wilson")
+    return float(interval.low), float(interval.high)
+
+
+def reliability(oof, bins: int = 5, level: float = CI_LEVEL) -> dict:
+    """Do the probabilities mean what they say? Patients grouped into ``bins`` groups of about
+    equal size by their out-of-fold probability (averaged over the repeats); per group, the mean
+    probability and the fraction that were malignant, with its Wilson interval (``table``:
+    ``n, malignant, mean_probability, fraction, low, high``); and the Brier score (mean squared
+    error of the probabilities, 0 is perfect) per repeat, as ``brier`` ``mean, std``. A
+    class-weighted model is not meant to be calibrated to the cohort's prevalence: its
+    probabilities treat both classes as equally common, so the malignant fraction sits above
+    the diagonal when malignancy is the majority."""
+    from sklearn.metrics import brier_score_loss
+
+    y, probabilities, _ = _repeat_matrix(oof)
+    mean = probabilities.mean(axis=0)
+    groups = pd.qcut(pd.Series(mean).rank(method="first"), min(bins, len(y)), labels=False)
+    rows = []
+    for _, index in pd.Series(range(len(y))).groupby(groups.to_numpy()):
+        members = index.to_numpy()
+        malignant, n = int(y[members].sum()), len(members)
+        low, high = _wilson(malignant, n, level)
+        rows.append({"n": n, "malignant": malignant, "mean_probability": float(mean[members].mean()),
+                     "fraction": malignant / n, "low": low, "high": high})
+    brier = [brier_score_loss(y, row) for row in probabilities]
+    return {"table": pd.DataFrame(rows), "level": level,
+            "brier": {"mean": float(np.mean(brier)), "std": float(np.std(brier, ddof=1)) if len(brier) > 1 else 0.0,
+                      "repeats": len(brier)}}
 
 
 def run_estimates(run) -> dict | None:

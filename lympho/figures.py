@@ -390,6 +390,31 @@ def roc_curves(oof, marker: tuple[float, float] | None = None,
     return fig
 
 
+def reliability_diagram(reliability: Mapping, title: str = "Do the probabilities mean what they say?") -> go.Figure:
+    """:func:`lympho.evaluation.reliability` drawn: per group of patients, the fraction that
+    were malignant (with its interval) against their mean out-of-fold probability; on the
+    diagonal, a probability would be the frequency of malignancy."""
+    table, brier = reliability["table"], reliability["brier"]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="Calibrated",
+                             line=dict(dash="dash", color="#9CA3AF", width=1.2), hoverinfo="skip"))
+    fig.add_trace(go.Scatter(
+        x=table["mean_probability"], y=table["fraction"], mode="markers+lines", name="Patients, grouped",
+        marker=dict(size=10, color=LABEL_COLORS["Malignant"]), line=dict(width=1, color=LABEL_COLORS["Malignant"]),
+        error_y=dict(type="data", symmetric=False, array=table["high"] - table["fraction"],
+                     arrayminus=table["fraction"] - table["low"], thickness=1.2),
+        customdata=np.column_stack([table["malignant"], table["n"], table["low"], table["high"]]),
+        hovertemplate="mean probability %{x:.2f}<br>%{customdata[0]} of %{customdata[1]} malignant (%{y:.0%}; "
+                      "CI %{customdata[2]:.0%}–%{customdata[3]:.0%})<extra></extra>"))
+    title = (f"{title} — Brier score {brier['mean']:.3f} ± {brier['std']:.3f} over {brier['repeats']} repeat(s)"
+             if brier["repeats"] > 1 else f"{title} — Brier score {brier['mean']:.3f}")
+    _styled(fig, title, height=420, xaxis_title="Out-of-fold probability of malignancy (mean of the group)",
+            yaxis_title="Fraction malignant", showlegend=False)
+    fig.update_xaxes(range=[-0.01, 1.01], showgrid=True, gridcolor="#E5E7EB")
+    fig.update_yaxes(range=[-0.01, 1.01], tickformat=".0%")
+    return fig
+
+
 def _grouped_bars(groups: list[tuple[str, str, dict[str, tuple[float, float]]]], metrics: Sequence[str],
                   title: str, legend_title: str) -> go.Figure:
     """``groups``: (name, colour, {metric: (mean, std)}) per bar group."""

@@ -20,6 +20,7 @@ from lympho.evaluation import (
     format_estimate,
     oof_estimates,
     operating_point,
+    reliability,
     roc_points,
     similar_patients,
     threshold_for_sensitivity,
@@ -350,3 +351,15 @@ def test_similar_patients_counts_the_nearest_training_patients_by_their_mean_pro
     middle = similar_patients(oof, 0.475, k=4)  # 0.45 and 0.40 reactive, 0.50 and 0.55 malignant
     assert (middle["malignant"], middle["fraction"]) == (2, 0.5) and middle["low"] < 0.5 < middle["high"]
     assert similar_patients(oof, 0.5, k=100)["k"] == 20  # never more than there are patients
+
+
+def test_reliability_groups_patients_and_scores_the_probabilities():
+    ids = [f"P{i}" for i in range(20)]
+    y = [0] * 10 + [1] * 10
+    perfect = pd.DataFrame({"repeat": 1, "fold": 1, "id": ids, "y_true": y, "probability": [0.0] * 10 + [1.0] * 10})
+    result = reliability(perfect, bins=4)
+    table = result["table"]
+    assert list(table["n"]) == [5, 5, 5, 5] and list(table["malignant"]) == [0, 0, 5, 5]
+    assert result["brier"]["mean"] == 0.0 and (table["low"] <= table["fraction"]).all()
+    unsure = perfect.assign(probability=0.5)  # every patient at 0.5: Brier 0.25, the no-skill score
+    assert reliability(unsure, bins=4)["brier"]["mean"] == pytest.approx(0.25)

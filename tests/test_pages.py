@@ -78,6 +78,9 @@ def test_experiment_page_runs_and_stores(cohort, isolated_cache):
     assert len(app.dataframe[0].value) == 6 + 1  # 2 x 3 folds and the mean row
     run = RunStore(isolated_cache / "runs").runs()[0]
     assert run["config"]["classifier"] == "logreg" and run["config"]["repeats"] == 2
+    charts = " ".join(chart.proto.spec for chart in app.get("plotly_chart"))
+    assert "Do the probabilities mean what they say?" in charts and "Brier score" in charts  # calibration, shown
+    assert "groups of about equal size by their out-of-fold probability" in texts(app)
     # The operating point moves with the threshold.
     app.slider(key="exp_result_t").set_value(0.0).run()
     assert "sensitivity **1.000**" in texts(app)
