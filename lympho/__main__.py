@@ -160,6 +160,21 @@ def print_headline(run: dict) -> None:
         print("\n".join(headline_lines(estimates)))
 
 
+def print_calibration(run: dict) -> None:
+    """The reliability of a run's probabilities (lympho.evaluation.reliability), as the Experiment page draws it."""
+    from lympho.evaluation import reliability
+
+    if "id" not in run["oof"]:  # stored before patient ids were kept
+        return
+    result = reliability(run["oof"])
+    groups = "; ".join(f"{g.mean_probability:.2f} -> {g.malignant}/{g.n} malignant ({g.fraction:.0%}, "
+                       f"{g.low:.0%}-{g.high:.0%})" for g in result["table"].itertuples())
+    brier = result["brier"]
+    print(f"calibration (patients in {len(result['table'])} equal groups by out-of-fold probability, mean over "
+          f"repeats; {result['level']:.0%} Wilson CI): {groups}; Brier score {brier['mean']:.3f} ± "
+          f"{brier['std']:.3f} over {brier['repeats']} repeat(s)")
+
+
 def headline_lines(estimates: dict) -> list[str]:
     """The headline metrics with their intervals, worded as everywhere else (format_estimate)."""
     from lympho.evaluation import HEADLINE, format_estimate
@@ -191,6 +206,7 @@ def cmd_evaluate(args) -> None:
     print(fold_table(run["folds"]).to_string(index=False, float_format="%.3f"))
     print("mean ± std over folds (sample std, ddof=1): " + summary_line(run["summary"]))
     print_headline(run)
+    print_calibration(run)
     print(f"run stored as {run_id}")
     if args.json:
         write_json_atomic(args.json, {k: run[k] for k in ("config", "cohort", "folds", "summary")})
@@ -417,6 +433,7 @@ def cmd_runs_show(args) -> None:
     print(fold_table(run["folds"]).to_string(index=False, float_format="%.3f"))
     print("mean ± std over folds (sample std, ddof=1): " + summary_line(run["summary"]))
     print_headline(run)
+    print_calibration(run)
 
 
 def cmd_runs_edit(args) -> None:

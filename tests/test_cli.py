@@ -11,7 +11,7 @@ import pytest
 
 from lympho.__main__ import main
 from lympho.data import load_cohort
-from lympho.evaluation import HEADLINE, format_estimate, oof_estimates
+from lympho.evaluation import HEADLINE, format_estimate, oof_estimates, reliability
 from lympho.runstore import RunStore
 
 IMAGE_OPTIONS = ["--weights", "none", "--precision", "fp32"]
@@ -34,6 +34,10 @@ def test_evaluate_on_real_clinical_data_writes_the_json_contract(real_data, tmp_
     stored = RunStore(Path(os.environ["LYMPHO_CACHE"]) / "runs").load(out.split("run stored as ")[1].split()[0])
     estimates = oof_estimates(stored["oof"], stored["summary"]["threshold"])
     assert stored["summary"]["headline"] == run["summary"]["headline"] == estimates
+    calibration = reliability(stored["oof"])  # the Experiment page's reliability diagram, in words
+    assert f"Brier score {calibration['brier']['mean']:.3f} ± {calibration['brier']['std']:.3f} over 2 repeat(s)" in out
+    first = next(calibration["table"].itertuples())
+    assert f"{first.mean_probability:.2f} -> {first.malignant}/{first.n} malignant" in out
     for metric in HEADLINE:
         assert f"{metric}: {format_estimate(estimates, metric)}" in out
         assert estimates["metrics"][metric]["low"] < estimates["metrics"][metric]["estimate"] \
