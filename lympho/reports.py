@@ -20,7 +20,7 @@ import pandas as pd
 from lympho import figures
 from lympho.data import REFERENCE_DATE, CohortError, read_image
 from lympho.decision import evidence_text, similar_text
-from lympho.evaluation import HEADLINE, METRICS, format_estimate, run_estimates
+from lympho.evaluation import HEADLINE, METRICS, format_estimate, reliability, run_estimates
 
 #: At most this many cell thumbnails on a patient report.
 MAX_CELLS = 12
@@ -274,6 +274,8 @@ def runs_report_html(runs: Sequence[Mapping], title: str = "lympho runs") -> str
             if run.get("oof"):
                 pair.append(_figure_html(figures.roc_curves(run["oof"]), first))
                 first = False
+            if "id" in (run.get("oof") or {}):  # runs stored before patient ids were kept have no per-patient view
+                pair.append(_figure_html(figures.reliability_diagram(reliability(run["oof"])), first))
             parts.append(f'<div class="pair">{"".join(pair)}</div></section>')
     parts.append("<footer>lympho: a research tool for lymphocytosis classification, not a diagnostic device."
                  "</footer>")

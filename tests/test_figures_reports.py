@@ -241,7 +241,8 @@ def test_runs_report_is_self_contained_and_escaped(runs):
     assert page.startswith("<!DOCTYPE html>")
     assert len(re.findall(r"plotly\.js v\d", page)) == 1  # the bundle, inline, exactly once
     assert "<script src=" not in page and "<link" not in page  # nothing fetched from the network
-    assert page.count('class="plotly-graph-div"') == 1 + 2 * len(runs)
+    assert page.count('class="plotly-graph-div"') == 1 + 3 * len(runs)  # comparison; per run CM, ROC, reliability
+    assert page.count("Do the probabilities mean what they say?") == len(runs)
     assert EVIL not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "Team &lt;review&gt;" in page
     assert "SYNTHETIC DEMO COHORT" not in page
