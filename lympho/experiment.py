@@ -127,7 +127,8 @@ class ExperimentConfig:
         """A short human name, e.g. ``MLP, clinical + resnet18/mean`` or, late fusion,
         ``late mean: XGBoost clinical | LogReg morphology/moments | cell CNN``."""
         if not self.uses_records:
-            parts = {"clinical": "clinical", "images": self._images_name(), "both": f"clinical + {self._images_name()}"}
+            images = self._images_name()
+            parts = {"clinical": "clinical", "images": images, "both": f"clinical + {images}"}
             return f"{CLASSIFIER_NAMES[self.classifier]}, {parts[self.features]}"
         experts = self.expert_labels()
         combine = {"logit": "log-odds mean"}.get(self.combine, self.combine)

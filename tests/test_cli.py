@@ -35,7 +35,8 @@ def test_evaluate_on_real_clinical_data_writes_the_json_contract(real_data, tmp_
     estimates = oof_estimates(stored["oof"], stored["summary"]["threshold"])
     assert stored["summary"]["headline"] == run["summary"]["headline"] == estimates
     calibration = reliability(stored["oof"])  # the Experiment page's reliability diagram, in words
-    assert f"Brier score {calibration['brier']['mean']:.3f} ± {calibration['brier']['std']:.3f} over 2 repeat(s)" in out
+    brier = calibration["brier"]
+    assert f"Brier score {brier['mean']:.3f} ± {brier['std']:.3f} over 2 repeat(s)" in out
     first = next(calibration["table"].itertuples())
     assert f"{first.mean_probability:.2f} -> {first.malignant}/{first.n} malignant" in out
     for metric in HEADLINE:
