@@ -7,8 +7,8 @@ import itertools
 import streamlit as st
 
 from lympho import figures, reference, reports
-from lympho.experiment import (CLASSIFIER_NAMES, FEATURE_SETS, TABLE2_ROWS, ExperimentConfig, ablation_table,
-                               fusion_configs, run_ablation, table2_layout)
+from lympho.experiment import (CLASSIFIER_NAMES, FEATURE_SETS, TABLE2_ROWS, TARGET_SENSITIVITY, ExperimentConfig,
+                               ablation_table, fusion_configs, run_ablation, table2_layout)
 from lympho.models.classifiers import CLASSIFIERS, IMBALANCE
 from app_pages.common import config_form, finished_job, image_options, run_store, synthetic_banner
 from app_pages.shell import cache_dir, current_cohort, job_busy, remember, start_job
@@ -91,6 +91,16 @@ if job is not None:
                "(sd with ddof = 1). The report's rows: mean ± sd "
                "of its three folds (one 3-fold split of 163 patients, ImageNet ResNet features); other "
                "patients and splits, so compare magnitudes, not decimals.")
+    st.subheader(f"Where the tool decides: at each one's threshold for {TARGET_SENSITIVITY:.0%} sensitivity")
+    points = reports.operating_point_table(job.result, TARGET_SENSITIVITY)
+    if (points["Threshold"] == reports.ONE_REPEAT).all():
+        st.caption("Run 2 or more repeats to see each configuration at the threshold a trained model would use.")
+    else:
+        st.dataframe(points, hide_index=True, width="stretch")
+        st.caption("A trained model decides at the threshold chosen from its cross-validation repeats (the median "
+                   "of each repeat's threshold for this sensitivity), so the ranking that matters may differ from "
+                   "the one at 0.5 above. Each repeat decided at the median threshold of the other repeats; 95% CIs "
+                   "by bootstrap over patients; ★ the best balanced accuracy.")
     st.plotly_chart(figures.ablation_bars(table), key="ablation_chart")
     if st.toggle("Show every fold (the report's layout)", key=remember("abl_per_fold", False)):
         wide = table2_layout(table)

@@ -349,8 +349,7 @@ def fusion_configs(base: ExperimentConfig) -> list[ExperimentConfig]:
     the image expert is the pooled one) and late (``base.combine``): an ablation that shows
     what each part and each way of fusing adds."""
     clinical = dataclasses.replace(base, features="clinical", image_model="pooled", fusion="early")
-    alone = [dataclasses.replace(base, features="images", image_model=e, fusion="early",
-                                 classifier=base.image_classifier or base.classifier)
+    alone = [dataclasses.replace(base, features="images", image_model=e, fusion="early")  # its own image_classifier
              for e in base.image_experts]
     fused = [dataclasses.replace(base, features="both", fusion="late")]
     if "pooled" in base.image_experts:

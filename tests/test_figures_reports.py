@@ -12,7 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from lympho import figures, reports
-from lympho.evaluation import HEADLINE, METRICS, cross_validate, format_estimate, oof_estimates
+from lympho.evaluation import HEADLINE, METRICS, cross_validate, format_estimate, oof_estimates, threshold_from_repeats
 
 EVIL = "<script>alert(1)</script>"
 CONFIG = {"features": "clinical", "encoder": "resnet18", "weights": "imagenet", "pooling": "mean",
@@ -324,3 +324,16 @@ def test_computed_on_names_the_cohort_the_run_recorded():
     assert computed_on(run) == "20 x 3-fold CV on lymphocytosis (110 labelled patients), mean ± sd over 60 folds"
     run["cohort"] = {"name": "demo", "synthetic": True, "n_labelled": 48}
     assert "on the synthetic demo cohort (48 labelled patients)" in computed_on(run)
+
+
+def test_operating_point_table_decides_each_run_at_its_held_out_threshold(runs):
+    table = reports.operating_point_table([*runs, make_run(repeats=1)], 0.95)
+    assert list(table.columns) == ["Configuration", "Threshold", "Balanced accuracy", "Recall (sensitivity)",
+                                   "Specificity"]
+    for row, run in zip(table.itertuples(), runs):
+        point = threshold_from_repeats(run["oof"], 0.95)  # median of the repeats' thresholds, held out
+        value = point["estimate"]["metrics"]["balanced_accuracy"]
+        assert row.Threshold == f"{point['threshold']:.3f}"
+        assert table.loc[row.Index, "Balanced accuracy"].startswith(f"{value['estimate']:.3f} ({value['low']:.2f}")
+    assert table["Balanced accuracy"].iloc[:2].str.endswith("★").sum() >= 1
+    assert table["Threshold"].iloc[2] == reports.ONE_REPEAT and pd.isna(table["Balanced accuracy"].iloc[2])

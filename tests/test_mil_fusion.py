@@ -9,7 +9,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
 from lympho.data import load_cohort
 from lympho.decision import evidence_text, similar_text
-from lympho.experiment import ExperimentConfig, config_pipeline, design_matrix, fusion_configs, run_experiment
+from lympho.experiment import RECOMMENDED, ExperimentConfig, config_pipeline, design_matrix, fusion_configs, run_experiment
 from lympho.model_format import load_pipeline, save_pipeline
 from lympho.models.cellcnn import CellCNNClassifier
 from lympho.models.fusion import LateFusion, PatientView, instance_weights, records
@@ -156,6 +156,9 @@ def test_late_fusion_config_runs_and_records_its_experts(small_cohort_template, 
         "late stacked: LogReg clinical | LogReg morphology/moments"]
     with pytest.raises(ValueError, match="fusion='late'"):
         ExperimentConfig(features="both", image_model="attention")
+    assert [c.label() for c in fusion_configs(RECOMMENDED)] == [  # an image expert with its own classifier
+        "LogReg, clinical", "LogRegCV morphology/meanmax", "LogReg, clinical + morphology/meanmax",
+        "late log-odds mean: LogReg clinical | LogRegCV morphology/meanmax"]
     alone = ExperimentConfig(features="images", encoder="morphology", image_classifier="logregcv")
     assert alone.uses_records and alone.label() == "LogRegCV morphology/mean"
     assert config_pipeline(alone, []).steps[-1][1].__class__.__name__ == "LogisticRegressionCV"

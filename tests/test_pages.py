@@ -145,6 +145,7 @@ def test_ablation_page_table2(cohort, isolated_cache):
     assert table["Configuration"].iloc[1] == "Report: SVM, clinical" and " ± " in table["Balanced accuracy"].iloc[0]
     assert table["Balanced accuracy"].str.endswith("★").sum() >= 1  # ties are all marked
     assert len(RunStore(isolated_cache / "runs").ids()) == 5
+    assert "Run 2 or more repeats" in texts(app)  # one repeat: no held-out threshold to show
     app.toggle(key="abl_per_fold").set_value(True).run()
     assert "Balanced accuracy · 1" in app.dataframe[1].value.columns
     app.button[0].click().run()  # the same ablation again does not double the store
