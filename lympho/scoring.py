@@ -68,18 +68,15 @@ class TrainedModel:
         unlabelled = [dataclasses.replace(p, label=UNKNOWN_LABEL) for p in patients]
         bags = instance_bags(unlabelled, self.config, cache_dir, progress)
         X, _ = design_matrix(unlabelled, self.config, bags)
-        probability = self.pipeline.predict_proba(X)[:, 1]
+        if hasattr(self.pipeline, "expert_probabilities"):  # a late fusion: each expert once, then combined
+            experts = self.pipeline.expert_probabilities(X)
+            probability = self.pipeline.combined(experts)
+            by_label = dict(zip(self.config.expert_labels(), experts.values(), strict=True))
+        else:
+            probability, by_label = self.pipeline.predict_proba(X)[:, 1], {}
         return pd.DataFrame({"id": [p.id for p in unlabelled], "probability": probability,
                              "prediction": (probability >= threshold).astype(int),
-                             **{f"{EXPERT_COLUMN}{name}": p for name, p in self._experts(X).items()}})
-
-    def _experts(self, X) -> dict[str, np.ndarray]:
-        """Each expert's probabilities by its label (:meth:`ExperimentConfig.expert_labels`);
-        empty unless the model is a late fusion."""
-        if not hasattr(self.pipeline, "expert_probabilities"):
-            return {}
-        by_name = self.pipeline.expert_probabilities(X)
-        return dict(zip(self.config.expert_labels(), by_name.values(), strict=True))
+                             **{f"{EXPERT_COLUMN}{label}": p for label, p in by_label.items()}})
 
     def _oof(self) -> pd.DataFrame:
         oof = self.meta.get("oof")

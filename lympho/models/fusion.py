@@ -21,6 +21,7 @@ expert: it picks the expert's part of the records.
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import expit
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.model_selection import StratifiedKFold
 from sklearn.utils.validation import check_is_fitted
@@ -78,10 +79,6 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1 / (1 + np.exp(-z))
-
-
 class LateFusion(BinaryClassifier):
     """Experts fitted separately on the same patients; their probabilities combined.
 
@@ -130,14 +127,19 @@ class LateFusion(BinaryClassifier):
 
     def predict_proba(self, X) -> np.ndarray:
         """Combined probabilities for ``classes_``, shape (n_patients, 2)."""
-        probabilities = np.column_stack(list(self.expert_probabilities(X).values()))
-        if self.combine == "mean":
-            positive = probabilities.mean(1)
-        elif self.combine == "logit":
-            positive = _sigmoid(_logit(probabilities).mean(1))
-        else:
-            positive = _sigmoid(_logit(probabilities) @ self.stack_coef_ + self.stack_intercept_)
+        positive = self.combined(self.expert_probabilities(X))
         return np.column_stack([1 - positive, positive])
+
+    def combined(self, experts: dict[str, np.ndarray]) -> np.ndarray:
+        """The probability of malignancy from the experts' own (:meth:`expert_probabilities`),
+        so that a caller showing both computes the experts once."""
+        check_is_fitted(self, "experts_")
+        probabilities = np.column_stack(list(experts.values()))
+        if self.combine == "mean":
+            return probabilities.mean(1)
+        if self.combine == "logit":
+            return expit(_logit(probabilities).mean(1))
+        return expit(_logit(probabilities) @ self.stack_coef_ + self.stack_intercept_)
 
     def instance_weights(self, X) -> list[np.ndarray] | None:
         """Per patient, per cell: the weights of the first image expert that has them
