@@ -397,7 +397,8 @@ def reliability(oof, bins: int = 5, level: float = CI_LEVEL) -> dict:
     error of the probabilities, 0 is perfect) per repeat, as ``brier`` ``mean, std``. A
     class-weighted model is not meant to be calibrated to the cohort's prevalence: its
     probabilities treat both classes as equally common, so the malignant fraction sits above
-    the diagonal when malignancy is the majority."""
+    the diagonal when malignancy is the majority. (scikit-learn's ``calibration_curve`` gives
+    the fractions but not the counts that the intervals need.)"""
     from sklearn.metrics import brier_score_loss
 
     y, probabilities, _ = _repeat_matrix(oof)
