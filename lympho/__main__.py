@@ -251,9 +251,13 @@ def cmd_ablation(args) -> None:
     table.insert(0, "synthetic", cohort.synthetic)
     write_text_atomic(args.out / "ablation.csv", reports.csv_text(table))
     print(table2_layout(table).to_string(float_format="%.2f"))
-    print(f"\nat each configuration's threshold for {TARGET_SENSITIVITY:.0%} sensitivity (median of the repeats' "
-          "thresholds; each repeat decided at the other repeats' median; 95% CI by bootstrap over patients):")
-    print(reports.operating_point_table(runs, TARGET_SENSITIVITY).to_string(index=False))
+    points = reports.operating_point_table(runs, TARGET_SENSITIVITY)
+    if (points["Threshold"] == reports.ONE_REPEAT).all():
+        print(f"(--repeats 2 or more also shows each configuration at its {TARGET_SENSITIVITY:.0%}-sensitivity threshold)")
+    else:
+        print(f"\nat each configuration's threshold for {TARGET_SENSITIVITY:.0%} sensitivity (median of the repeats' "
+              "thresholds; each repeat decided at the other repeats' median; 95% CI by bootstrap over patients):")
+        print(points.to_string(index=False))
     print(f"wrote {args.out / 'ablation.csv'}")
 
 

@@ -67,7 +67,7 @@ def test_demo_cohort_is_used_and_labelled_without_data(capsys, tmp_path):
 
 def test_ablation_writes_table2(small_cohort, tmp_path, capsys):
     code, out, _ = run_cli(capsys, "ablation", "--data", small_cohort, *IMAGE_OPTIONS, "--out", tmp_path / "abl")
-    assert code == 0 and "balanced_accuracy" in out
+    assert code == 0 and "balanced_accuracy" in out and "--repeats 2 or more also shows" in out
     table = pd.read_csv(tmp_path / "abl" / "ablation.csv")
     assert len(table) == 15 and {"fold", "balanced_accuracy", "f1", "recall", "config.classifier", "config.features"} <= set(table.columns)
 
@@ -153,9 +153,12 @@ def test_data_summary(real_data, capsys):
 
 def test_custom_ablation_grid(real_data, tmp_path, capsys):
     code, out, _ = run_cli(capsys, "ablation", "--data", real_data, "--feature-sets", "clinical",
-                           "--classifiers", "logreg,xgboost", "--imbalances", "weights,smote", "--out", tmp_path)
+                           "--classifiers", "logreg,xgboost", "--imbalances", "weights,smote", "--repeats", "2",
+                           "--out", tmp_path)
     table = pd.read_csv(tmp_path / "ablation.csv")
-    assert code == 0 and len(table) == 2 * 2 * 3
+    assert code == 0 and len(table) == 2 * 2 * 3 * 2
+    at_point = out.split("at each configuration's threshold for 95% sensitivity")[1]  # where a model decides
+    assert at_point.count("★") >= 1 and at_point.count("(95% CI") == 0 and at_point.count("–") >= 4 * 3
     assert set(zip(table["config.classifier"], table["config.imbalance"])) == {(c, i) for c in ("logreg", "xgboost")
                                                            for i in ("weights", "smote")}
 
