@@ -158,7 +158,7 @@ def test_custom_ablation_grid(real_data, tmp_path, capsys):
     table = pd.read_csv(tmp_path / "ablation.csv")
     assert code == 0 and len(table) == 2 * 2 * 3 * 2
     at_point = out.split("at each configuration's threshold for 95% sensitivity")[1]  # where a model decides
-    assert at_point.count("★") >= 1 and at_point.count("(95% CI") == 0 and at_point.count("–") >= 4 * 3
+    assert at_point.count("★") >= 1 and at_point.count("–") >= 4 * 3  # 4 configurations x 3 intervals
     assert set(zip(table["config.classifier"], table["config.imbalance"])) == {(c, i) for c in ("logreg", "xgboost")
                                                            for i in ("weights", "smote")}
 
