@@ -38,8 +38,12 @@ metric_columns = {m: st.column_config.NumberColumn(figures.metric_label(m), form
 metric_columns["balanced_accuracy_std"] = st.column_config.NumberColumn("BA sd over folds", format="%.3f")
 metric_columns["balanced_accuracy_ci_low"] = st.column_config.NumberColumn("BA 95% CI low", format="%.2f")
 metric_columns["balanced_accuracy_ci_high"] = st.column_config.NumberColumn("BA 95% CI high", format="%.2f")
+metric_columns["balanced_accuracy_at_op"] = st.column_config.NumberColumn("BA at 95% sens.", format="%.3f")
+metric_columns["specificity_at_op"] = st.column_config.NumberColumn("Specificity at 95% sens.", format="%.3f")
 st.caption("Click a column header to sort; select rows to compare them. Metrics: mean over each run's folds; "
-           "BA 95% CI: bootstrap over patients of the run's out-of-fold predictions.")
+           "BA 95% CI: bootstrap over patients of the run's out-of-fold predictions. At 95% sens.: at the threshold "
+           "a trained model would use (chosen from the repeats, each repeat decided at the others'), for runs of 2 "
+           "or more repeats.")
 picked = st.dataframe(table, hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row",
                       key="runs_table", column_config=metric_columns, height=min(420, 38 + 35 * len(table)))
 

@@ -417,6 +417,19 @@ def reliability(oof, bins: int = 5, level: float = CI_LEVEL) -> dict:
                       "repeats": len(brier)}}
 
 
+def run_operating_point(run, target: float) -> dict | None:
+    """Where a model trained like ``run`` would decide: its stored ``summary["operating_point"]``
+    when that was chosen for sensitivity ``target``, else :func:`threshold_from_repeats` of its
+    out-of-fold predictions; None for a run with one repeat (no threshold can be held out)."""
+    stored = (run.get("summary") or {}).get("operating_point")
+    if stored and stored["target_sensitivity"] == target:
+        return stored
+    oof = pd.DataFrame(run.get("oof") or {})
+    if "repeat" in oof and "id" in oof and oof["repeat"].nunique() > 1:
+        return threshold_from_repeats(oof, target)
+    return None
+
+
 def run_estimates(run) -> dict | None:
     """A stored run's headline estimates: ``summary["headline"]``, or for a run stored before
     it existed :func:`oof_estimates` of its ``oof`` at its threshold (0.5); None without

@@ -330,11 +330,19 @@ def cv_job(patients: Sequence[Patient], config: ExperimentConfig, bags: Sequence
 
 
 def run_record(cohort: Cohort, config: ExperimentConfig, result) -> dict:
-    """The JSON-ready record of ``config``'s cross-validation ``result`` (a CVResult)."""
+    """The JSON-ready record of ``config``'s cross-validation ``result`` (a CVResult). With 2
+    or more repeats, ``summary["operating_point"]`` is where a trained model would decide: the
+    threshold for :data:`TARGET_SENSITIVITY` chosen from the repeats and its leave-one-repeat-out
+    estimate (:func:`lympho.evaluation.threshold_from_repeats`)."""
+    from lympho.evaluation import threshold_from_repeats
+
+    summary = result.summary()
+    if summary["n_repeats"] > 1:
+        summary["operating_point"] = threshold_from_repeats(result.oof, TARGET_SENSITIVITY)
     return {
         "config": config.to_dict(), "key": config.key(), "label": config.label(),
         "cohort": cohort_summary(cohort), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "folds": result.folds, "summary": result.summary(),
+        "folds": result.folds, "summary": summary,
         "oof": result.oof.to_dict(orient="list"), "versions": versions(),
         "encoder": encoder_record(config),
     }

@@ -20,7 +20,8 @@ import pandas as pd
 from lympho import figures
 from lympho.data import REFERENCE_DATE, CohortError, read_image
 from lympho.decision import evidence_text, similar_text
-from lympho.evaluation import HEADLINE, METRICS, format_estimate, reliability, run_estimates, threshold_from_repeats
+from lympho.evaluation import (HEADLINE, METRICS, format_estimate, reliability, run_estimates,
+                               run_operating_point)
 
 #: At most this many cell thumbnails on a patient report.
 MAX_CELLS = 12
@@ -47,13 +48,15 @@ def runs_table(runs: Sequence[Mapping]) -> pd.DataFrame:
     :data:`lympho.evaluation.METRICS`, then the headline estimates: ``threshold`` and
     ``<metric>_estimate``, ``<metric>_ci_low``, ``<metric>_ci_high`` for each of
     :data:`lympho.evaluation.HEADLINE` (95 % bootstrap over patients of the out-of-fold
-    predictions; NaN for a run without them)."""
+    predictions; NaN for a run without them); then the same with ``_at_op`` at the run's stored
+    95 %-sensitivity operating point (leave-one-repeat-out; NaN for a run of one repeat)."""
     config_fields: list[str] = []
     for run in runs:
         config_fields += [k for k in run.get("config", {}) if k not in config_fields]
     with_id = any("id" in run for run in runs)
     metric_columns = [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
-    ci_columns = ["threshold"] + [f"{m}_{s}" for m in HEADLINE for s in ("estimate", "ci_low", "ci_high")]
+    ci_columns = [f"threshold{at}" for at in ("", "_at_op")] + \
+        [f"{m}{at}_{s}" for at in ("", "_at_op") for m in HEADLINE for s in ("estimate", "ci_low", "ci_high")]
     columns = [c for c in _BASE_COLUMNS if with_id or c != "id"] + config_fields + metric_columns + ci_columns
     rows = []
     for run in runs:
@@ -67,6 +70,8 @@ def runs_table(runs: Sequence[Mapping]) -> pd.DataFrame:
             row[f"{metric}_mean"] = stats.get("mean", math.nan)
             row[f"{metric}_std"] = stats.get("std", math.nan)
         row.update(_ci_columns(run_estimates(run)))
+        point = summary.get("operating_point")  # stored with runs of 2 or more repeats
+        row.update(_ci_columns(point and {"threshold": point["threshold"], **point["estimate"]}, "_at_op"))
         rows.append(row)
     return pd.DataFrame(rows, columns=columns)
 
@@ -78,16 +83,15 @@ ONE_REPEAT = "needs 2 or more repeats"
 def operating_point_table(runs: Sequence[Mapping], target: float) -> pd.DataFrame:
     """Each run where a trained model decides: at the threshold for sensitivity ``target``
     chosen from its repeats (the median of the per-repeat thresholds), scored leave-one-repeat-out
-    with 95 % bootstrap intervals over patients (:func:`lympho.evaluation.threshold_from_repeats`).
+    with 95 % bootstrap intervals over patients (:func:`lympho.evaluation.run_operating_point`).
     Columns: Configuration, Threshold, then balanced accuracy, recall and specificity as
     ``0.892 (0.83–0.94)``, the best balanced accuracy marked ★. A run with one repeat has no
     such estimate and says so."""
     rows, best = [], {}
     for run in runs:
         row = {"Configuration": figures.config_name(run["label"], run["config"])}
-        oof = pd.DataFrame(run.get("oof") or {})
-        if "repeat" in oof and oof["repeat"].nunique() > 1:
-            point = threshold_from_repeats(oof, target)
+        point = run_operating_point(run, target)
+        if point is not None:
             row["Threshold"] = f"{point['threshold']:.3f}"
             for metric in HEADLINE:
                 value = point["estimate"]["metrics"][metric]
@@ -106,14 +110,14 @@ def operating_point_table(runs: Sequence[Mapping], target: float) -> pd.DataFram
     return table
 
 
-def _ci_columns(estimates: Mapping | None) -> dict:
+def _ci_columns(estimates: Mapping | None, suffix: str = "") -> dict:
     if estimates is None:
         return {}
-    row = {"threshold": estimates["threshold"]}
+    row = {f"threshold{suffix}": estimates["threshold"]}
     for metric in HEADLINE:
         value = estimates["metrics"][metric]
-        row |= {f"{metric}_estimate": value["estimate"], f"{metric}_ci_low": value["low"],
-                f"{metric}_ci_high": value["high"]}
+        row |= {f"{metric}{suffix}_estimate": value["estimate"], f"{metric}{suffix}_ci_low": value["low"],
+                f"{metric}{suffix}_ci_high": value["high"]}
     return row
 
 

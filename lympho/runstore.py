@@ -192,7 +192,9 @@ def differing_fields(runs: Sequence[dict]) -> list[str]:
 
 def tracker_table(runs: Sequence[dict], all_fields: bool = False) -> pd.DataFrame:
     """One row per run for the tracker: name, metrics (means, then the balanced accuracy's sd over
-    folds and its 95 % bootstrap interval over patients, where the run has one),
+    folds and its 95 % bootstrap interval over patients, where the run has one; then balanced
+    accuracy and specificity at the run's stored 95 %-sensitivity operating point, for runs of 2
+    or more repeats stored since it was kept),
     tags, the configuration fields that differ between ``runs`` (every field with
     ``all_fields``), then the id, the cohort and the date. Numbers stay numbers so that
     columns sort."""
@@ -207,6 +209,9 @@ def tracker_table(runs: Sequence[dict], all_fields: bool = False) -> pd.DataFram
         row["balanced_accuracy_std"] = summary.get("balanced_accuracy", {}).get("std")
         interval = summary.get("headline", {}).get("metrics", {}).get("balanced_accuracy", {})
         row["balanced_accuracy_ci_low"], row["balanced_accuracy_ci_high"] = interval.get("low"), interval.get("high")
+        at_point = summary.get("operating_point", {}).get("estimate", {}).get("metrics", {})
+        for metric in ("balanced_accuracy", "specificity"):  # sensitivity is the target there
+            row[f"{metric}_at_op"] = at_point.get(metric, {}).get("estimate")
         row["folds run"] = summary.get("n_folds", len(run.get("folds", [])))
         row["tags"] = ", ".join(run.get("tags", []))
         row.update({f"config.{f}": run.get("config", {}).get(f) for f in fields})

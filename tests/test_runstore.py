@@ -58,6 +58,21 @@ def test_tracker_table_puts_metrics_first_and_keeps_differing_fields(runs):
     assert table["balanced_accuracy"].dtype.kind == "f"  # numbers, so the column sorts
     assert (table["balanced_accuracy_ci_low"] < table["balanced_accuracy_ci_high"]).all()  # every figure, its interval
     assert "config.classifier" in tracker_table(runs, all_fields=True).columns
+    assert table["balanced_accuracy_at_op"].isna().all()  # one repeat: no threshold can be held out
+
+
+def test_runs_of_several_repeats_keep_where_a_trained_model_would_decide(small_cohort_template):
+    from lympho.evaluation import threshold_from_repeats
+    from lympho.reports import runs_table
+
+    run = run_experiment(load_cohort(small_cohort_template), dataclasses.replace(CLINICAL, repeats=3))
+    point = run["summary"]["operating_point"]
+    assert point == threshold_from_repeats(run["oof"], 0.95)  # the threshold a trained model stores, held out
+    at_point = point["estimate"]["metrics"]["balanced_accuracy"]
+    assert tracker_table([run])["balanced_accuracy_at_op"].iloc[0] == at_point["estimate"]
+    exported = runs_table([run]).iloc[0]
+    assert (exported["threshold_at_op"], exported["balanced_accuracy_at_op_ci_low"]) == \
+        (point["threshold"], at_point["low"])
 
 
 def test_cli_does_what_the_page_does(runs, tmp_path, capsys):
