@@ -160,6 +160,16 @@ def print_headline(run: dict) -> None:
         print("\n".join(headline_lines(estimates)))
 
 
+def print_operating_point(run: dict) -> None:
+    """Where a model trained like ``run`` would decide (runs of 2 or more repeats), as ``train`` prints it."""
+    from lympho.evaluation import run_operating_point
+
+    point = run_operating_point(run, TARGET_SENSITIVITY)
+    if point is not None:
+        print("where a model trained like this would decide (each repeat at the other repeats' threshold):")
+        print("\n".join(operating_point_lines(point)))
+
+
 def print_calibration(run: dict) -> None:
     """The reliability of a run's probabilities (lympho.evaluation.reliability), as the Experiment page draws it."""
     from lympho.evaluation import reliability
@@ -206,6 +216,7 @@ def cmd_evaluate(args) -> None:
     print(fold_table(run["folds"]).to_string(index=False, float_format="%.3f"))
     print("mean ± std over folds (sample std, ddof=1): " + summary_line(run["summary"]))
     print_headline(run)
+    print_operating_point(run)
     print_calibration(run)
     print(f"run stored as {run_id}")
     if args.json:
@@ -440,6 +451,7 @@ def cmd_runs_show(args) -> None:
     print(fold_table(run["folds"]).to_string(index=False, float_format="%.3f"))
     print("mean ± std over folds (sample std, ddof=1): " + summary_line(run["summary"]))
     print_headline(run)
+    print_operating_point(run)
     print_calibration(run)
 
 
