@@ -18,8 +18,8 @@ from lympho.encoders import ENCODERS, WEIGHTS, uses_torchvision_options
 from lympho.encoders.torchvision import hub_checkpoint_path
 from lympho.decision import encoder_text
 from lympho.evaluation import (METRICS, format_estimate, oof_estimates, operating_point, reliability,
-                               run_estimates, threshold_for_sensitivity, threshold_from_repeats)
-from lympho.experiment import CLASSIFIER_NAMES, FEATURE_SETS, ExperimentConfig
+                               run_estimates, run_operating_point, threshold_for_sensitivity, threshold_from_repeats)
+from lympho.experiment import CLASSIFIER_NAMES, FEATURE_SETS, TARGET_SENSITIVITY, ExperimentConfig
 from lympho.jobs import Job
 from lympho.models import COMBINE_NAMES, COMBINES, FUSIONS, IMAGE_CLASSIFIERS, IMAGE_MODELS
 from lympho.models.classifiers import CLASSIFIERS, IMBALANCE
@@ -183,6 +183,12 @@ def show_run(run: dict, key: str) -> None:
                    f"Run `{run.get('id', run['key'])}`, {run['created']}; the table's ± is the spread across folds.")
     else:
         st.caption(f"{figures.computed_on(run)}; run `{run.get('id', run['key'])}`, {run['created']}")
+    point = run_operating_point(run, TARGET_SENSITIVITY)
+    if point is not None:
+        st.markdown(f"**Where a model trained like this would decide:** threshold {point['threshold']:.3f} (for "
+                    f"{TARGET_SENSITIVITY:.0%} sensitivity, the median of the repeats' thresholds): "
+                    + "; ".join(f"{figures.metric_label(m).lower()} {format_estimate(point['estimate'], m)}"
+                                for m in ("balanced_accuracy", "recall", "specificity")))
     if run.get("encoder"):
         st.caption(f"Image features: {encoder_text(run['encoder'])}.")
     st.dataframe(metrics_table(run), hide_index=True, width="stretch")

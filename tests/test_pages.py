@@ -78,6 +78,9 @@ def test_experiment_page_runs_and_stores(cohort, isolated_cache):
     assert len(app.dataframe[0].value) == 6 + 1  # 2 x 3 folds and the mean row
     run = RunStore(isolated_cache / "runs").runs()[0]
     assert run["config"]["classifier"] == "logreg" and run["config"]["repeats"] == 2
+    point = run["summary"]["operating_point"]  # 2 repeats: where a trained model would decide, held out
+    assert f"threshold {point['threshold']:.3f}" in texts(app)
+    assert format_estimate(point["estimate"], "balanced_accuracy") in texts(app)
     charts = " ".join(chart.proto.spec for chart in app.get("plotly_chart"))
     assert "Do the probabilities mean what they say?" in charts and "Brier score" in charts  # calibration, shown
     assert "groups of about equal size by their out-of-fold probability" in texts(app)
