@@ -7,8 +7,8 @@ import itertools
 import streamlit as st
 
 from lympho import figures, reference, reports
-from lympho.experiment import (CLASSIFIER_NAMES, FEATURE_SETS, TABLE2_ROWS, TARGET_SENSITIVITY, ExperimentConfig,
-                               ablation_table, fusion_configs, run_ablation, table2_layout)
+from lympho.experiment import (CLASSIFIER_NAMES, FEATURE_SETS, RECOMMENDED, TABLE2_ROWS, TARGET_SENSITIVITY,
+                               ExperimentConfig, ablation_table, fusion_configs, run_ablation, table2_layout)
 from lympho.models.classifiers import CLASSIFIERS, IMBALANCE
 from app_pages.common import config_form, finished_job, image_options, run_store, synthetic_banner
 from app_pages.shell import cache_dir, current_cohort, job_busy, remember, start_job
@@ -25,8 +25,7 @@ fusion_base = None
 if grid_choice == GRIDS[2]:
     st.caption("Clinical alone, each image expert alone, then their fusion (early when the image expert is the "
                "pooled one, and late): what each part and each way of fusing adds. Set the fused model here.")
-    fusion_base = config_form("abl_fusion", ExperimentConfig(features="both", fusion="late", encoder="morphology",
-                                                             pooling="moments", weights="none", classifier="logreg"))
+    fusion_base = config_form("abl_fusion", RECOMMENDED)  # by default, the recommended model taken apart
     features = classifiers = imbalances = None
 elif grid_choice == GRIDS[1]:
     left, middle, right = st.columns(3)

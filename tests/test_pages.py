@@ -115,6 +115,7 @@ def test_fusion_ablation_compares_clinical_image_experts_and_fusion(cohort, isol
     finish_job(app, "ablation")
     names = app.dataframe[0].value["Configuration"].tolist()
     assert names[0].startswith("LogReg, clinical") and any(n.startswith("late") for n in names), names
+    assert any(n.startswith("LogRegCV morphology/meanmax") for n in names)  # the recommended model, taken apart
 
 
 def test_mid_run_the_form_shows_the_running_config(cohort, isolated_cache):
