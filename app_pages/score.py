@@ -25,6 +25,12 @@ models_dir = cache_dir() / "models"
 cohort = st.session_state.get("cohort")
 
 
+@st.cache_data(max_entries=2, show_spinner=False)
+def cached_thumbnails(files: tuple[tuple[str, bytes], ...]):
+    """Decoded once per set of uploads, not on every rerun of the page."""
+    return thumbnails(files)
+
+
 @st.cache_resource(max_entries=4)
 def cached_model(path: str, created: str, trust_pickle: bool = False):
     """Loaded once per model version (``created`` changes when a model is replaced)."""
@@ -134,7 +140,7 @@ with left:
 
 files = [(f.name, f.getvalue()) for f in uploads or []]
 if files:
-    previews = thumbnails(files)
+    previews = cached_thumbnails(tuple(files))
     with left.expander(f"Preview: {len(previews)} of {len(files)} uploaded file(s)", icon=":material/image:"):
         st.image([image for _, image in previews], width=64, caption=[name[-12:] for name, _ in previews])
 inputs = {"id": patient_id, "gender": gender, "count": count, "dob": dob, "age_today": age_today,
