@@ -18,7 +18,7 @@ from lympho.encoders import ENCODERS, WEIGHTS, uses_torchvision_options
 from lympho.encoders.torchvision import hub_checkpoint_path
 from lympho.decision import encoder_text
 from lympho.evaluation import (METRICS, format_estimate, oof_estimates, operating_point, reliability,
-                               run_estimates, run_operating_point, threshold_for_sensitivity, threshold_from_repeats)
+                               run_estimates, run_operating_point, threshold_for_sensitivity)
 from lympho.experiment import CLASSIFIER_NAMES, FEATURE_SETS, TARGET_SENSITIVITY, ExperimentConfig
 from lympho.jobs import Job
 from lympho.models import COMBINE_NAMES, COMBINES, FUSIONS, IMAGE_CLASSIFIERS, IMAGE_MODELS
@@ -236,7 +236,7 @@ def operating_point_view(run: dict, key: str) -> None:
     else:
         target = st.slider("Target sensitivity", 0.5, 1.0, 0.95, 0.01, key=f"{key}_s")
         if oof["repeat"].nunique() > 1:
-            chosen = threshold_from_repeats(oof, target)
+            chosen = run_operating_point(run, target)  # the stored one at the default target
             threshold, estimates = chosen["threshold"], chosen["estimate"]
             note = estimates.get("method", "leave-one-repeat-out")
         else:

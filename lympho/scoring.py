@@ -354,7 +354,8 @@ def score_patient(model: TrainedModel, patient: Patient, cache_dir: Path | None 
     (default: the model's stored threshold, :attr:`TrainedModel.threshold`).
 
     Keys: ``id, probability, prediction, threshold, n_images, model, gender, age,
-    lymph_count, experts, combine, similar``; ``age`` is the model's input, the age at the reference date 2020-01-01.
+    lymph_count, experts, combine, similar``; ``age`` is the model's input, the age at the
+    reference date 2020-01-01.
     ``prediction`` is 1 (malignant) or 0 (reactive) at ``threshold``, which may come from
     :meth:`TrainedModel.threshold_for_sensitivity`. ``experts``: for a late fusion, each
     expert's own probability, ``[(expert, probability), ...]``, and ``combine`` says how they

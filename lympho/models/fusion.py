@@ -85,9 +85,8 @@ class LateFusion(BinaryClassifier):
     ``experts``: a list of ``(name, estimator)``; each estimator reads patient records
     (typically a pipeline starting with :class:`PatientView`). ``combine``: ``mean`` of
     the probabilities, ``logit``: the mean of their log-odds, or ``stacked``: logistic
-    regression (``C``, class-weighted) on the
-    experts' logits from an inner ``inner_folds``-fold cross-validation of the training
-    patients. Fitted state: ``experts_`` (the fitted experts) and, when stacked,
+    regression (``C``, class-weighted) on the experts' logits from an inner
+    ``inner_folds``-fold cross-validation of the training patients. Fitted state: ``experts_`` (the fitted experts) and, when stacked,
     ``stack_coef_`` and ``stack_intercept_`` (plain arrays).
     """
 
