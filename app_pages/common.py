@@ -60,6 +60,7 @@ def image_options(key: str, base: ExperimentConfig, disabled: bool = False) -> d
 
 
 SAME = "same"  # the image expert uses the configuration's classifier (image_classifier None)
+EQUAL_SHARE = 0.5  # the clinical weight shown for a config without one: equal, with one image expert
 IMAGE_MODEL_LABELS = {"pooled": "Pooled features + classifier", "attention": "Attention MIL",
                       "topk": "Top-k MIL", "cellcnn": "Cell CNN (trained from pixels)"}
 
@@ -69,6 +70,7 @@ def load_config_state(key: str, config: ExperimentConfig) -> None:
     for field in ("features", "classifier", "imbalance", "encoder", "weights", "pooling", "folds", "repeats",
                   "seed", "fusion", "combine"):
         set_remembered(f"{key}_{field}", getattr(config, field))
+    set_remembered(f"{key}_clinical_weight", config.clinical_weight or EQUAL_SHARE)
     set_remembered(f"{key}_image_classifier", config.image_classifier or SAME)
     set_remembered(f"{key}_image_model", config.image_model.split("+"))
 
@@ -85,13 +87,20 @@ def image_model_options(key: str, base: ExperimentConfig, features: str, disable
     combine = right.selectbox("Combine experts", COMBINES, key=remember(f"{key}_combine", base.combine),
                               disabled=disabled or not late,
                               format_func=lambda c: COMBINE_NAMES[c].capitalize())
+    clinical_weight = right.number_input(
+        "Clinical expert's weight", 0.05, 0.95, step=0.05, format="%.2f",
+        key=remember(f"{key}_clinical_weight", base.clinical_weight or EQUAL_SHARE),
+        disabled=disabled or not late or combine == "stacked",
+        help="Its share of the (log-odds) mean; the image experts share the rest equally. "
+             "0.50 with one image expert: all equal.")
     image_classifier = last.selectbox("Image expert's classifier", (SAME, *IMAGE_CLASSIFIERS),
                                       key=remember(f"{key}_image_classifier", base.image_classifier or SAME),
                                       disabled=disabled or not late,
                                       format_func=lambda c: "Same as the classifier" if c == SAME
                                       else CLASSIFIER_NAMES[c])
     return {"image_model": "+".join(experts), "fusion": fusion, "combine": combine,
-            "image_classifier": None if image_classifier == SAME else image_classifier}
+            "image_classifier": None if image_classifier == SAME else image_classifier,
+            "clinical_weight": float(clinical_weight) if late and combine != "stacked" else None}
 
 
 def config_form(key: str, base: ExperimentConfig, disabled: bool = False) -> ExperimentConfig | None:

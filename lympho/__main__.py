@@ -37,14 +37,16 @@ CONFIG_OPTIONS = {  # option -> (type, choices); None means "keep the base confi
     "imbalance": (str, IMBALANCE), "precision": (str, PRECISIONS),
     "folds": (int, None), "repeats": (int, None), "seed": (int, None), "crop": (int, None),
     "image_model": (str, None), "fusion": (str, FUSIONS), "combine": (str, COMBINES),
-    "image_classifier": (str, IMAGE_CLASSIFIERS),
+    "image_classifier": (str, IMAGE_CLASSIFIERS), "clinical_weight": (float, None),
 }
 HELP = {"image_model": f"image expert(s): {', '.join(IMAGE_MODELS)}, or several joined by + (late fusion)",
         "fusion": "clinical + images: early (one table) or late (experts combined)",
         "combine": "late fusion: mean of the experts' probabilities, or stacked (logistic regression on "
                    "inner out-of-fold predictions)",
         "image_classifier": "classifier of the pooled image expert in late fusion (logregcv: logistic regression "
-                            "with its L2 strength chosen by inner CV)"}
+                            "with its L2 strength chosen by inner CV)",
+        "clinical_weight": "late fusion by mean or logit: the clinical expert's share, between 0 and 1, the image "
+                           "experts sharing the rest (0.5 with one image expert: equal)"}
 
 
 #: The report's setting for Table 2: ImageNet ResNet18 features, mean-pooled, weighted loss.
@@ -118,7 +120,12 @@ def config_from(args, base: ExperimentConfig) -> ExperimentConfig:
                  if getattr(args, name, None) is not None}
     if getattr(args, "raw_count", False):
         overrides["log_count"] = False
-    return dataclasses.replace(base, **overrides)
+    config = dataclasses.replace(base, **overrides)
+    if "clinical_weight" in overrides and not config.clinical_weight_applies:
+        raise ValueError("--clinical-weight applies only to late fusion of clinical and image experts combined "
+                         "by mean or logit (--features both --fusion late --combine mean|logit; ablation: "
+                         "--fusion-rows)")
+    return config
 
 
 def cache_dir_of(args) -> Path:
@@ -208,8 +215,8 @@ def operating_point_lines(point: dict) -> list[str]:
 def cmd_evaluate(args) -> None:
     from lympho.experiment import run_experiment
 
+    config = config_from(args, RECOMMENDED)  # a bad option fails before the cohort loads
     cohort = load(args)
-    config = config_from(args, RECOMMENDED)
     run = run_experiment(cohort, config, cache_dir_of(args), ProgressBars())
     run_id = run_store_of(args).save(run)
     print(f"{run['label']}  ({'synthetic demo' if cohort.synthetic else cohort.name})")
@@ -244,8 +251,8 @@ def cmd_ablation(args) -> None:
     from lympho import reports
     from lympho.experiment import ablation_table, fusion_configs, run_ablation, table2_layout
 
+    base = config_from(args, dataclasses.replace(ABLATION_BASE, fusion="late") if args.fusion_rows else ABLATION_BASE)
     cohort = load(args)
-    base = config_from(args, ABLATION_BASE)
     custom = args.feature_sets or args.classifiers
     rows = (list(itertools.product(args.feature_sets or ["clinical", "images", "both"],
                                    args.classifiers or ["svm", "mlp"])) if custom else TABLE2_ROWS)
@@ -275,8 +282,8 @@ def cmd_ablation(args) -> None:
 def cmd_extract(args) -> None:
     from lympho.experiment import make_extractor
 
-    cohort = load(args)
     config = config_from(args, EXTRACT_BASE)
+    cohort = load(args)
     patients = cohort.select(args.split)
     extractor = make_extractor(config, cache_dir_of(args), engine_of(args), args.rehash, args.device)
     bars = ProgressBars()
@@ -296,8 +303,8 @@ def describe_encoder(record: dict) -> str:
 def cmd_train(args) -> None:
     from lympho.scoring import save_model, train_model
 
+    config = config_from(args, RECOMMENDED)  # a bad option fails before the cohort loads
     cohort = load(args)
-    config = config_from(args, RECOMMENDED)
     model = train_model(cohort, config, cache_dir_of(args), ProgressBars(), sensitivity=args.sensitivity,
                         threshold=args.threshold, threshold_repeats=args.threshold_repeats)
     save_model(model, args.out)
@@ -520,7 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_options(ablation)
     add_config_options(ablation, ABLATION_BASE, ("encoder", "weights", "pooling", "classifier", "imbalance", "folds",
                                                  "repeats", "seed", "precision", "crop", "image_model",
-                                                 "combine", "image_classifier"))
+                                                 "combine", "image_classifier", "clinical_weight"))
     ablation.add_argument("--fusion-rows", action="store_true",
                           help="instead of Table 2: clinical alone, each image expert alone, early fusion "
                                "(pooled images) and late fusion, side by side")

@@ -32,8 +32,9 @@ def result_key(model_id: str, inputs: Mapping, files: Sequence[tuple[str, bytes]
 
 def evidence_text(result: Mapping) -> str | None:
     """Each expert's own probability and how they were combined, e.g. ``LogReg clinical
-    0.214 · LogRegCV morphology/meanmax 0.683 → 0.402 (mean of log-odds)``, for a scored
-    late fusion (:func:`lympho.scoring.score_patient`); None for a single model."""
+    0.214 · LogRegCV morphology/meanmax 0.683 → 0.360 (mean of log-odds, clinical weight
+    0.65)``, for a scored late fusion (:func:`lympho.scoring.score_patient`); None for a
+    single model."""
     experts = result.get("experts") or []
     if not experts:
         return None

@@ -50,7 +50,7 @@ CONFIG_PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E0
 #: Fields that do not change which model a configuration is (only how it was evaluated).
 _NOT_IDENTITY = ("folds", "repeats", "seed", "precision")
 _IMAGE_FIELDS = ("encoder", "backbone", "weights", "pooling", "crop",  # backbone: runs before 2026-11-29
-                 "image_model", "fusion", "combine", "image_classifier")
+                 "image_model", "fusion", "combine", "image_classifier", "clinical_weight")
 IMBALANCE_LABELS = {"none": "No class balancing", "weights": "Class weights", "smote": "SMOTE"}
 FEATURE_LABELS = {"clinical": "Clinical only", "images": "Images only", "both": "Clinical + images"}
 NEUTRAL = "#5B6B8C"

@@ -36,7 +36,6 @@ from lympho.experiment import (RECOMMENDED, TARGET_SENSITIVITY, THRESHOLD_REPEAT
                                versions, write_json_atomic)
 from lympho.model_format import (LEGACY_PIPELINE_FILE, PIPELINE_FILE, ModelError, load_legacy_pipeline,
                                   load_pipeline, save_pipeline)
-from lympho.models import COMBINE_NAMES
 
 #: 2: the pipeline in skops (safe); 1: a joblib pickle, loaded only when trusted.
 MODEL_FORMAT = 2
@@ -369,7 +368,7 @@ def score_patient(model: TrainedModel, patient: Patient, cache_dir: Path | None 
     return {"id": patient.id, "probability": float(row["probability"]), "prediction": int(row["prediction"]),
             "threshold": threshold, "n_images": len(patient.images), "model": model.meta["label"],
             "gender": patient.gender, "age": float(patient.age), "lymph_count": float(patient.lymph_count),
-            "experts": experts, "combine": COMBINE_NAMES[model.config.combine] if experts else None,
+            "experts": experts, "combine": model.config.combine_name() if experts else None,
             "similar": model.similar_patients(float(row["probability"]))}
 
 

@@ -74,8 +74,8 @@ def fusion_grid() -> list:
     """The candidates of the recommended configuration's choice (issue 7; README): clinical
     XGBoost and LogReg alone, and late fusions of a clinical expert (XGBoost, LogReg, MLP)
     with the LogRegCV expert on pooled morphology (mean, mean+max, moments), combined by the
-    mean of probabilities, the mean of log-odds or stacking; all class-weighted, none
-    needing downloaded weights."""
+    mean of probabilities, the mean of log-odds (the clinical expert weighted equally, or
+    0.6, 0.65 or 0.7 of it) or stacking; all class-weighted, none needing downloaded weights."""
     from lympho.experiment import ExperimentConfig
 
     late = ExperimentConfig(features="both", encoder="morphology", pooling="mean", classifier="xgboost",
@@ -93,6 +93,9 @@ def fusion_grid() -> list:
         dataclasses.replace(late, classifier="mlp"),
         *(dataclasses.replace(late, classifier="logreg", pooling=pooling, combine="logit")
           for pooling in ("mean", "meanmax", "moments")),
+        *(dataclasses.replace(late, classifier="logreg", pooling="meanmax", combine="logit", clinical_weight=weight)
+          for weight in (0.6, 0.65, 0.7)),
+        dataclasses.replace(late, classifier="logreg", pooling="moments", combine="logit", clinical_weight=0.6),
     ]
 
 

@@ -121,7 +121,7 @@ def test_train_defaults_to_the_recommended_config(small_cohort, tmp_path, capsys
     folder = load_cohort(small_cohort).select("test")[0].images[0].parent
     code, out, _ = run_cli(capsys, "score", "--model", tmp_path / "m", "--images", folder, "--gender", "F",
                            "--age", "60", "--lymph-count", "8")
-    assert code == 0 and "each expert's probability: LogReg clinical " in out and "(mean of log-odds)" in out
+    assert code == 0 and "each expert's probability: LogReg clinical " in out and "(mean of log-odds, clinical weight 0.65)" in out
     assert "training patients scored most like this one (out of fold" in out
 
 
@@ -130,6 +130,9 @@ def test_train_defaults_to_the_recommended_config(small_cohort, tmp_path, capsys
     (["predict", "--model", "/no/model", "--out", "x.csv"], "model directory not found"),
     (["score", "--model", "/no/model", "--images", ".", "--gender", "M", "--age", "5", "--lymph-count", "5"],
      "model directory not found"),
+    (["evaluate", "--clinical-weight", "0.6", "--combine", "stacked"], "--clinical-weight applies only to late"),
+    (["ablation", "--clinical-weight", "0.6", "--out", "x"], "ablation: --fusion-rows"),
+    (["evaluate", "--clinical-weight", "1.2"], "clinical_weight must be between 0 and 1"),
 ])
 def test_errors_are_one_line_exit_2(argv, message, capsys):
     code, out, err = run_cli(capsys, *argv)

@@ -132,10 +132,48 @@ def test_logit_fusion_averages_the_experts_log_odds():
     np.testing.assert_allclose(fusion.predict_proba(X)[:, 1], 1 / (1 + np.exp(-(log_odds[0] + log_odds[1]) / 2)))
 
 
+def test_weighted_fusion_weighs_each_expert_in_either_mean():
+    X, y = spy_records()
+    experts = [("a", SpyExpert()), ("b", SpyExpert(0.1))]
+    logit = LateFusion(experts, combine="logit", weights=(0.7, 0.3)).fit(X, y)
+    a, b = (np.log(p / (1 - p)) for p in logit.expert_probabilities(X).values())
+    np.testing.assert_allclose(logit.predict_proba(X)[:, 1], 1 / (1 + np.exp(-(0.7 * a + 0.3 * b))))
+    mean = LateFusion(experts, weights=(2, 6)).fit(X, y)  # weights need not sum to 1
+    a, b = mean.expert_probabilities(X).values()
+    np.testing.assert_allclose(mean.predict_proba(X)[:, 1], 0.25 * a + 0.75 * b)
+    with pytest.raises(ValueError, match="stacking learns its own"):
+        LateFusion(experts, combine="stacked", weights=(1, 1)).fit(X, y)
+    for wrong in ((1,), (1, -1), (0, 0)):
+        with pytest.raises(ValueError, match="2 non-negative numbers"):
+            LateFusion(experts, weights=wrong).fit(X, y)
+
+
+def test_clinical_weight_is_range_checked_and_cleared_where_it_changes_nothing():
+    weighted = dataclasses.replace(RECOMMENDED, clinical_weight=0.65)
+    assert weighted.expert_weights == (0.65, pytest.approx(0.35))
+    assert config_pipeline(weighted, []).weights == weighted.expert_weights
+    assert weighted.label().startswith("late log-odds mean, clinical weight 0.65: LogReg clinical")
+    assert weighted.combine_name() == "mean of log-odds, clinical weight 0.65"
+    assert ExperimentConfig.from_dict(weighted.to_dict()) == weighted
+    for same in (dataclasses.replace(weighted, clinical_weight=0.5), dataclasses.replace(weighted, combine="stacked"),
+                 dataclasses.replace(weighted, features="clinical"), dataclasses.replace(weighted, fusion="early")):
+        assert same.clinical_weight is None and same.expert_weights is None
+    assert dataclasses.replace(weighted, clinical_weight=0.5).key() == dataclasses.replace(
+        weighted, clinical_weight=None).key()
+    three = dataclasses.replace(LATE, combine="logit", clinical_weight=0.5)  # two image experts share the rest
+    assert three.expert_weights == (0.5, 0.25, 0.25)
+    assert dataclasses.replace(three, clinical_weight=1 / 3).clinical_weight is None
+    assert [c.clinical_weight for c in fusion_configs(weighted)] == [None, None, None, 0.65]
+    for wrong in (0, 1, 1.5, -0.2):
+        with pytest.raises(ValueError, match="clinical_weight must be between 0 and 1"):
+            dataclasses.replace(RECOMMENDED, clinical_weight=wrong)
+
+
 @pytest.mark.parametrize("estimator", [
     AttentionMILClassifier(), TopKMILClassifier(), CellCNNClassifier(), PatientView("pooled", "moments"),
     LateFusion([("a", SpyExpert()), ("b", SpyExpert(0.2))], combine="stacked"),
-], ids=["attention", "topk", "cellcnn", "view", "fusion"])
+    LateFusion([("a", SpyExpert()), ("b", SpyExpert(0.2))], combine="logit", weights=(0.6, 0.4)),
+], ids=["attention", "topk", "cellcnn", "view", "fusion", "weighted-fusion"])
 def test_estimators_clone_with_their_parameters(estimator):
     copy = clone(estimator)
     assert copy is not estimator and repr(copy.get_params(deep=False)) == repr(estimator.get_params(deep=False))
@@ -158,7 +196,7 @@ def test_late_fusion_config_runs_and_records_its_experts(small_cohort_template, 
         ExperimentConfig(features="both", image_model="attention")
     assert [c.label() for c in fusion_configs(RECOMMENDED)] == [  # an image expert with its own classifier
         "LogReg, clinical", "LogRegCV morphology/meanmax", "LogReg, clinical + morphology/meanmax",
-        "late log-odds mean: LogReg clinical | LogRegCV morphology/meanmax"]
+        "late log-odds mean, clinical weight 0.65: LogReg clinical | LogRegCV morphology/meanmax"]
     alone = ExperimentConfig(features="images", encoder="morphology", image_classifier="logregcv")
     assert alone.uses_records and alone.label() == "LogRegCV morphology/mean"
     assert config_pipeline(alone, []).steps[-1][1].__class__.__name__ == "LogisticRegressionCV"

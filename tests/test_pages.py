@@ -98,6 +98,24 @@ def test_image_options_follow_the_feature_choice_at_once(cohort, isolated_cache)
     assert not app.selectbox(key="exp_encoder").disabled and not app.selectbox(key="exp_pooling").disabled
 
 
+def test_the_clinical_weight_applies_to_a_late_mean_only_and_reaches_the_run(cohort, isolated_cache):
+    app = open_page("experiment", cohort, isolated_cache)
+    weight = app.number_input(key="exp_clinical_weight")
+    assert not weight.disabled and weight.value == pytest.approx(RECOMMENDED.clinical_weight or 0.5)
+    app.selectbox(key="exp_combine").set_value("stacked").run()
+    assert app.number_input(key="exp_clinical_weight").disabled
+    app.selectbox(key="exp_combine").set_value("logit").run()
+    app.number_input(key="exp_clinical_weight").set_value(0.7).run()
+    app.selectbox(key="exp_features").set_value("clinical").run()
+    assert app.number_input(key="exp_clinical_weight").disabled
+    app.selectbox(key="exp_features").set_value("both").run()
+    app.button[0].click().run()
+    finish_job(app, "experiment")
+    (run_id,) = RunStore(isolated_cache / "runs").ids()
+    run = RunStore(isolated_cache / "runs").load(run_id)
+    assert run["config"]["clinical_weight"] == 0.7 and "clinical weight 0.7" in run["label"]
+
+
 def test_an_impossible_combination_is_a_form_error(cohort, isolated_cache):
     app = open_page("experiment", cohort, isolated_cache)
     app.selectbox(key="exp_features").set_value("both").run()

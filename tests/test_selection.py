@@ -138,8 +138,9 @@ def test_select_cli_runs_the_fusion_grid_at_the_operating_point(tmp_path, capsys
     code = main(["select", "--data", str(cohort), "--grid", "fusion", "--classifiers", "logreg",
                  "--outer-repeats", "1", "--inner-folds", "2", "--inner-repeats", "2", "--sensitivity", "0.95"])
     out = capsys.readouterr().out
-    assert code == 0 and "8 candidates" in out
+    assert code == 0 and "12 candidates" in out
     assert "late mean: LogReg clinical | LogRegCV morphology/meanmax" in out
+    assert "late log-odds mean, clinical weight 0.65: LogReg clinical | LogRegCV morphology/meanmax" in out
 
 
 def test_the_cli_offers_every_named_grid():

@@ -6,7 +6,8 @@ fusion** (:class:`LateFusion`) keeps a clinical expert and one or more image exp
 its own pipeline fitted on the training patients, and combines their probabilities: by
 their ``mean``; by the mean of their log-odds (``logit``: a logarithmic opinion pool, in
 which an expert sure of its call is not diluted to 0.5 by an unsure one, as independent
-evidence adds up in Bayes' rule); or ``stacked``: a logistic regression on the experts'
+evidence adds up in Bayes' rule), either mean optionally weighted per expert (``weights``,
+as in scikit-learn's ``VotingClassifier``: a weaker expert counts for less); or ``stacked``: a logistic regression on the experts'
 logits, fitted on out-of-fold predictions of an inner cross-validation of the training
 patients (so the combiner never sees a prediction made on a patient the expert was trained
 on): the original paper's mixture-of-experts idea.
@@ -86,25 +87,38 @@ class LateFusion(BinaryClassifier):
     (typically a pipeline starting with :class:`PatientView`). ``combine``: ``mean`` of
     the probabilities, ``logit``: the mean of their log-odds, or ``stacked``: logistic
     regression (``C``, class-weighted) on the experts' logits from an inner
-    ``inner_folds``-fold cross-validation of the training patients. Fitted state: ``experts_`` (the fitted experts) and, when stacked,
-    ``stack_coef_`` and ``stack_intercept_`` (plain arrays).
+    ``inner_folds``-fold cross-validation of the training patients. ``weights``: one
+    non-negative weight per expert for the two means (None: equal); stacking learns its own.
+    Fitted state: ``experts_`` (the fitted experts) and, when stacked, ``stack_coef_`` and
+    ``stack_intercept_`` (plain arrays).
     """
 
-    def __init__(self, experts=(), combine="mean", inner_folds=3, C=1.0, random_state=0):
-        self.experts, self.combine, self.inner_folds, self.C, self.random_state = \
-            experts, combine, inner_folds, C, random_state
+    def __init__(self, experts=(), combine="mean", weights=None, inner_folds=3, C=1.0, random_state=0):
+        self.experts, self.combine, self.weights, self.inner_folds, self.C, self.random_state = \
+            experts, combine, weights, inner_folds, C, random_state
 
     def fit(self, X, y):
         if self.combine not in COMBINES:
             raise ValueError(f"unknown combine {self.combine!r}; choose one of {', '.join(COMBINES)}")
         if not self.experts:
             raise ValueError("LateFusion needs at least one expert")
+        self._check_weights()
         y_index = encode_binary_target(self, np.asarray(y))
         X = _object_array(list(X))
         if self.combine == "stacked":
             self._fit_stacker(X, y_index)
         self.experts_ = [(name, clone(expert).fit(X, y_index)) for name, expert in self.experts]
         return self
+
+    def _check_weights(self) -> None:
+        if self.weights is None:
+            return
+        if self.combine == "stacked":
+            raise ValueError("weights apply to combine='mean' or 'logit'; stacking learns its own")
+        weights = np.asarray(self.weights, dtype=float)
+        if weights.shape != (len(self.experts),) or (weights < 0).any() or weights.sum() <= 0:
+            raise ValueError(f"weights must be {len(self.experts)} non-negative numbers, not all zero "
+                             f"(one per expert), got {list(self.weights)}")
 
     def _fit_stacker(self, X, y) -> None:
         """Logistic regression on inner out-of-fold expert logits."""
@@ -135,9 +149,9 @@ class LateFusion(BinaryClassifier):
         check_is_fitted(self, "experts_")
         probabilities = np.column_stack(list(experts.values()))
         if self.combine == "mean":
-            return probabilities.mean(1)
+            return np.average(probabilities, axis=1, weights=self.weights)
         if self.combine == "logit":
-            return expit(_logit(probabilities).mean(1))
+            return expit(np.average(_logit(probabilities), axis=1, weights=self.weights))
         return expit(_logit(probabilities) @ self.stack_coef_ + self.stack_intercept_)
 
     def instance_weights(self, X) -> list[np.ndarray] | None:
