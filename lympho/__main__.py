@@ -251,7 +251,8 @@ def cmd_ablation(args) -> None:
     from lympho import reports
     from lympho.experiment import ablation_table, fusion_configs, run_ablation, table2_layout
 
-    base = config_from(args, dataclasses.replace(ABLATION_BASE, fusion="late") if args.fusion_rows else ABLATION_BASE)
+    fusion_base = dataclasses.replace(ABLATION_BASE, fusion="late")  # --clinical-weight applies to its late row
+    base = config_from(args, fusion_base if args.fusion_rows else ABLATION_BASE)
     cohort = load(args)
     custom = args.feature_sets or args.classifiers
     rows = (list(itertools.product(args.feature_sets or ["clinical", "images", "both"],

@@ -7,10 +7,11 @@ its own pipeline fitted on the training patients, and combines their probabiliti
 their ``mean``; by the mean of their log-odds (``logit``: a logarithmic opinion pool, in
 which an expert sure of its call is not diluted to 0.5 by an unsure one, as independent
 evidence adds up in Bayes' rule), either mean optionally weighted per expert (``weights``,
-as in scikit-learn's ``VotingClassifier``: a weaker expert counts for less); or ``stacked``: a logistic regression on the experts'
-logits, fitted on out-of-fold predictions of an inner cross-validation of the training
-patients (so the combiner never sees a prediction made on a patient the expert was trained
-on): the original paper's mixture-of-experts idea.
+as in scikit-learn's ``VotingClassifier``: a weaker expert counts for less); or
+``stacked``: a logistic regression on the experts' logits, fitted on out-of-fold
+predictions of an inner cross-validation of the training patients (so the combiner never
+sees a prediction made on a patient the expert was trained on): the original paper's
+mixture-of-experts idea.
 
 Late fusion reads **patient records**: one dict per patient with ``clinical`` (the
 clinical row), ``bag`` (the instance features, when an encoder is used) and ``images``
