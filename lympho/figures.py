@@ -102,7 +102,9 @@ def metric_label(name: str) -> str:
 
 
 def _identity(config: Mapping) -> dict:
-    identity = {k: v for k, v in config.items() if k not in _NOT_IDENTITY}
+    # A field at None is left out, so a run stored before the field existed (e.g. clinical_weight)
+    # keeps the colour of the same model stored after.
+    identity = {k: v for k, v in config.items() if k not in _NOT_IDENTITY and v is not None}
     if identity.get("features") == "clinical":
         identity = {k: v for k, v in identity.items() if k not in _IMAGE_FIELDS}
     return identity

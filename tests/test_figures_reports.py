@@ -112,6 +112,8 @@ def test_one_colour_per_configuration():
     same = {**config, "seed": 7, "folds": 5, "backbone": "vgg16"}  # evaluation and unused image fields
     colors = {figures.config_color({**config, "classifier": c}) for c in ("svm", "mlp", "xgboost", "logreg")}
     assert figures.config_color(config) == figures.config_color(same) and len(colors) > 1
+    late = {**config, "features": "both", "fusion": "late", "combine": "logit"}  # a run stored before the field
+    assert figures.config_color(late) == figures.config_color({**late, "clinical_weight": None})
     assert figures.config_name("XGBoost, clinical", config) == "XGBoost, clinical · Class weights"
 
 
