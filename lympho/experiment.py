@@ -162,16 +162,16 @@ class ExperimentConfig:
             parts = {"clinical": "clinical", "images": images, "both": f"clinical + {images}"}
             return f"{CLASSIFIER_NAMES[self.classifier]}, {parts[self.features]}"
         experts = self.expert_labels()
-        combine = {"logit": "log-odds mean"}.get(self.combine, self.combine)
-        if self.clinical_weight is not None:
-            combine += f", clinical weight {self.clinical_weight:g}"
+        combine = {"logit": "log-odds mean"}.get(self.combine, self.combine) + self._clinical_weight_note()
         return experts[0] if len(experts) == 1 else f"late {combine}: " + " | ".join(experts)
 
     def combine_name(self) -> str:
         """How late fusion combines its experts, in words, e.g. ``mean of log-odds, clinical
         weight 0.65``."""
-        weight = "" if self.clinical_weight is None else f", clinical weight {self.clinical_weight:g}"
-        return COMBINE_NAMES[self.combine] + weight
+        return COMBINE_NAMES[self.combine] + self._clinical_weight_note()
+
+    def _clinical_weight_note(self) -> str:
+        return "" if self.clinical_weight is None else f", clinical weight {self.clinical_weight:g}"
 
     def expert_labels(self) -> list[str]:
         """The name of each expert of a late fusion, in its order: the clinical expert (features
