@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lympho.__main__ import selection_report  # noqa: E402
+from lympho.cli.select import selection_report  # noqa: E402
 from lympho.data import load_cohort  # noqa: E402
 from lympho.experiment import cohort_summary, write_json_atomic  # noqa: E402
 from lympho.selection import GRIDS, candidates_table, config_candidates, nested_cv  # noqa: E402

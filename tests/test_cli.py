@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lympho.__main__ import main
+from lympho.cli import main
 from lympho.data import load_cohort
 from lympho.evaluation import HEADLINE, format_estimate, oof_estimates, reliability
 from lympho.runstore import RunStore

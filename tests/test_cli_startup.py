@@ -48,7 +48,7 @@ def test_a_bad_cohort_error_needs_no_heavy_import(tmp_path):
 
 
 def test_the_cli_spells_the_metrics_as_evaluation_does():
-    from lympho.__main__ import METRIC_NAMES
+    from lympho.cli.runs import METRIC_NAMES
     from lympho.evaluation import METRICS
 
     assert METRIC_NAMES == METRICS

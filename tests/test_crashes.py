@@ -13,7 +13,7 @@ import diskcache
 import numpy as np
 import pytest
 
-from lympho.__main__ import main
+from lympho.cli import main
 from lympho.data import load_cohort
 from lympho.encoders.preprocessing import Preprocessing
 from lympho.features import FeatureExtractor

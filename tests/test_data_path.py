@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lympho.__main__ import main
+from lympho.cli import main
 from lympho.data import load_cohort, read_image
 from lympho.encoders import make_encoder
 from lympho.features import FeatureExtractor

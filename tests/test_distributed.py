@@ -12,7 +12,7 @@ import os
 import numpy as np
 import pytest
 
-from lympho.__main__ import main
+from lympho.cli import main
 from lympho.data import CohortError, load_cohort
 from lympho.experiment import ExperimentConfig, make_extractor, run_ablation
 from lympho.synthetic import write_demo_cohort

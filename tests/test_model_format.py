@@ -13,7 +13,7 @@ import pytest
 import skops.io as sio
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from lympho.__main__ import main
+from lympho.cli import main
 from lympho.experiment import ExperimentConfig
 from lympho.model_format import PIPELINE_FILE, UnsafeModelError, trusted_types
 from lympho.models.classifiers import make_pipeline

@@ -10,7 +10,7 @@ import zipfile
 import pandas as pd
 import pytest
 
-from lympho.__main__ import main
+from lympho.cli import main
 from lympho.data import load_cohort
 
 ODD_IDS = {0: "007", 1: "<img src=x onerror=alert(1)>", 2: "=1+2", 3: "12.50", 4: "P 4 ü"}

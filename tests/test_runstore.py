@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from lympho.__main__ import main
+from lympho.cli import main
 from lympho.data import load_cohort
 from lympho.evaluation import format_estimate, run_estimates
 from lympho.experiment import ExperimentConfig, run_experiment

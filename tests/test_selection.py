@@ -7,7 +7,7 @@ import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 
-from lympho.__main__ import main
+from lympho.cli import main
 from lympho.selection import Candidate, corrected_t_interval, nested_cv
 
 
@@ -145,7 +145,7 @@ def test_select_cli_runs_the_fusion_grid_at_the_operating_point(tmp_path, capsys
 
 def test_the_cli_offers_every_named_grid():
     """`select --grid` names its choices without importing lympho.selection (a fast --help)."""
-    from lympho.__main__ import build_parser
+    from lympho.cli import build_parser
     from lympho.selection import GRIDS
 
     select = build_parser()._subparsers._group_actions[0].choices["select"]

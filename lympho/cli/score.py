@@ -1,0 +1,66 @@
+"""``python -m lympho score``: one new patient, from a folder or zip of images and the clinical data."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from lympho.cli.common import add_threshold_options, add_trust_pickle, cache_dir_of, chosen_threshold
+from lympho.data import REFERENCE_DATE, CohortError, parse_dob, write_text_atomic
+
+
+def add_parser(commands) -> None:
+    """Add the ``score`` command to ``commands``, the subparsers of ``python -m lympho``."""
+    score = commands.add_parser("score", help="score one patient from a folder of images")
+    score.add_argument("--model", type=Path, required=True)
+    add_trust_pickle(score)
+    score.add_argument("--images", type=Path, required=True, help="a folder of images, or a zip of them")
+    score.add_argument("--gender", required=True, help="M or F")
+    born = score.add_mutually_exclusive_group(required=True)
+    born.add_argument("--dob", help="date of birth: M/D/YYYY, DD-MM-YYYY or YYYY-MM-DD")
+    born.add_argument("--age", type=float, help=f"age today in years; converted to the model's age at "
+                      f"{REFERENCE_DATE} (the age minus the years since then)")
+    score.add_argument("--lymph-count", required=True, help="lymphocytes, x10^9/L")
+    add_threshold_options(score)
+    score.add_argument("--report", type=Path, help="write a one-page HTML report here")
+    score.add_argument("--cache-dir", type=Path)
+    score.set_defaults(run=cmd_score)
+
+
+def patient_images(source: Path, scratch: Path) -> Path | list[Path]:
+    """A folder as it is; a zip (or one image) checked and unpacked like a dashboard upload."""
+    from lympho.uploads import save_uploads
+
+    if source.is_dir():
+        return source
+    if not source.is_file():
+        raise CohortError("no such image folder or file", source)
+    return save_uploads([(source.name, source.read_bytes())], scratch / "patient")
+
+
+def cmd_score(args) -> None:
+    from lympho import reports
+    from lympho.decision import evidence_text, similar_text
+    from lympho.scoring import instance_scores, load_model, make_patient, score_patient
+
+    model = load_model(args.model, trust_pickle=args.trust_pickle)
+    dob = parse_dob(args.dob) if args.dob else None
+    threshold = chosen_threshold(model, args)
+    with tempfile.TemporaryDirectory() as scratch:
+        patient = make_patient(patient_images(args.images, Path(scratch)), args.gender, args.lymph_count,
+                               age=args.age, dob=dob)
+        cache_dir = cache_dir_of(args)
+        result = score_patient(model, patient, cache_dir, threshold)
+        cells = instance_scores(model, patient, cache_dir)
+        ranked = [] if cells is None else [(p.read_bytes(), s) for p, s in zip(cells.path, cells.score)]
+    decision = "malignant" if result["prediction"] else "reactive"
+    print(f"probability of malignancy {result['probability']:.3f} -> {decision} at threshold "
+          f"{threshold:.3f} ({result['n_images']} images; model: {result['model']})")
+    evidence, similar = evidence_text(result), similar_text(result)
+    if evidence:
+        print(f"each expert's probability: {evidence}")
+    if similar:
+        print(similar)
+    if args.report:
+        write_text_atomic(args.report, reports.patient_report_html(result, ranked[:reports.MAX_CELLS]))
+        print(f"wrote the one-page report -> {args.report}")
