@@ -19,12 +19,18 @@ the missing features are computed on a Ray cluster and stored here.
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+import warnings
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Callable, Sequence
+from queue import Queue
+from typing import Callable, Iterator, Sequence
 
 import diskcache
 import numpy as np
@@ -42,46 +48,162 @@ Progress = Callable[[int, int], None]
 PREFETCH_BYTES = 256 * 2**20
 
 
-class _Images:
-    """What the DataLoader's workers produce per file: the decoded uint8 HWC image
-    (``encoder.load``), or with ``read`` whatever the encoder's ``read`` gives (the file's
-    bytes for decoding on the device). Any sized, indexable object will do; a decoding
-    error travels back as a message, not a crash."""
-
-    def __init__(self, paths: Sequence[Path], encoder: Encoder, read: bool = False):
-        self.paths, self.encoder, self.read = list(paths), encoder, read
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int):
-        try:
-            path = self.paths[index]
-            return index, (self.encoder.read(path) if self.read else self.encoder.load(path)), None
-        except CohortError as err:
-            return index, None, str(err)
+class WorkerError(OSError):
+    """An extraction worker process died or could not hand its results back: one line naming
+    the cause. An ``OSError`` so that the CLI reports it as one line, like a full disk."""
 
 
-def _collate(items):
-    import torch
-
-    errors = [error for _, _, error in items if error]
-    images = [image for _, image, error in items if not error]
-    return [i for i, _, _ in items], torch.from_numpy(np.stack(images)) if not errors else None, errors
+_worker_encoder = None  # the encoder of this worker process, set once when it starts
 
 
-def _collate_reads(items):
-    """Like :func:`_collate`, but the items stay a list: the main process decodes them."""
-    errors = [error for _, _, error in items if error]
-    return [i for i, _, _ in items], [item for _, item, _ in items], errors
+def _start_worker(encoder: Encoder) -> None:
+    global _worker_encoder
+    _worker_encoder = encoder
 
 
-def _encode_files(encoder: Encoder, paths: Sequence[Path]) -> tuple[np.ndarray | None, str | None]:
-    """Load and encode a chunk of files in a worker process; an error comes back as text."""
+def _in_worker(task, paths):
+    """Run ``task`` on this worker process's encoder (sent once, not with every chunk)."""
+    return task(_worker_encoder, paths)
+
+
+def _load_chunk(encoder: Encoder, paths: Sequence[Path]) -> tuple[np.ndarray | None, str | None]:
+    """A chunk decoded and stacked (uint8 NHWC), for a batched encoder; an error as text."""
+    try:
+        return np.stack([encoder.load(path) for path in paths]), None
+    except CohortError as err:
+        return None, str(err)
+
+
+def _read_chunk(encoder: Encoder, paths: Sequence[Path]) -> tuple[list | None, str | None]:
+    """A chunk read for decoding on the encoder's device (``encoder.read``); an error as text."""
+    try:
+        return [encoder.read(path) for path in paths], None
+    except CohortError as err:
+        return None, str(err)
+
+
+def _encode_chunk(encoder: Encoder, paths: Sequence[Path]) -> tuple[np.ndarray | None, str | None]:
+    """A chunk loaded and encoded whole, for a per-image encoder; an error as text."""
     try:
         return encoder.encode([encoder.load(path) for path in paths]), None
     except CohortError as err:
         return None, str(err)
+
+
+def _ahead(submit: Callable, chunks: Sequence, window: int) -> Iterator:
+    """Results of ``submit(chunk).result()`` in order, with ``window`` chunks in flight; the
+    first ones are submitted now, so the work starts before the caller asks for a result."""
+    pending = deque(submit(chunk) for chunk in chunks[:window])
+
+    def results():
+        for chunk in chunks[window:]:
+            yield pending.popleft().result()
+            pending.append(submit(chunk))
+        while pending:
+            yield pending.popleft().result()
+
+    return results()
+
+
+def _exit_cause(pool: ProcessPoolExecutor) -> str:
+    """How the pool's first broken worker ended (a signal or an exit code), from its processes."""
+    codes = [p.exitcode for p in getattr(pool, "_processes", {}).values() if p.exitcode]
+    killed = [c for c in codes if c < 0 and -c != signal.SIGTERM] or codes  # the others were stopped by the pool
+    if not killed:
+        return "it ended abruptly"
+    code = killed[0]
+    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+
+
+def _worker_error(pool: ProcessPoolExecutor, err: BaseException) -> WorkerError:
+    if isinstance(err, BrokenProcessPool):
+        return WorkerError(f"an extraction worker process died ({_exit_cause(pool)}; out of memory, or killed); "
+                           f"what is already cached is kept: run the command again")
+    return WorkerError(f"an extraction worker process failed: {type(err).__name__}: "
+                       f"{str(err).splitlines()[0] if str(err) else ''}".rstrip(": "))
+
+
+@contextmanager
+def _processes(task, encoder: Encoder, chunks: Sequence, workers: int, window: int) -> Iterator[Iterator]:
+    """``task(encoder, chunk)`` for every chunk in ``workers`` processes, results in order.
+
+    A worker that dies or fails stops the run with a :class:`WorkerError`, never a hang:
+    results come back through pipes (no shared memory to run out of), one per chunk, and a
+    dead worker breaks the pool. Processes that cannot be started (no memory, no room for
+    the pool's semaphores in ``/dev/shm``) leave the work to this process, with a warning."""
+    try:
+        pool = ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(encoder,))
+        pool.submit(os.getpid).result()  # every worker is up: forked now, before the writer thread
+    except (OSError, BrokenProcessPool) as err:
+        warnings.warn(f"extraction runs in this process: worker processes could not start ({err})", stacklevel=3)
+        yield (task(encoder, chunk) for chunk in chunks)
+        return
+    try:
+        yield _guarded(pool, _ahead(lambda chunk: pool.submit(_in_worker, task, chunk), chunks, window))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _guarded(pool: ProcessPoolExecutor, results: Iterator) -> Iterator:
+    """``results``, any worker failure turned into one :class:`WorkerError`."""
+    while True:
+        try:
+            result = next(results)
+        except StopIteration:
+            return
+        except Exception as err:  # what a worker raised, or its death
+            raise _worker_error(pool, err) from None
+        yield result
+
+
+@contextmanager
+def _threads(task, encoder: Encoder, chunks: Sequence, threads: int, window: int) -> Iterator[Iterator]:
+    """``task(encoder, chunk)`` for every chunk in a thread pool, results in order (for work
+    that releases the GIL: reading files)."""
+    with ThreadPoolExecutor(threads, thread_name_prefix="lympho-read") as pool:
+        try:
+            yield _ahead(lambda chunk: pool.submit(task, encoder, chunk), chunks, window)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Writer:
+    """Stores batches on a thread of its own, so the encoder never waits on the cache.
+
+    A bounded queue holds at most ``depth`` batches. The first error of a write (a full disk)
+    is raised in the caller's thread by the next :meth:`put` or by the exit; later batches are
+    then dropped. On exit every batch already handed over is written first."""
+
+    def __init__(self, store: Callable[[list[int], np.ndarray], None], depth: int = 4):
+        self.store, self.error = store, None
+        self.queue: Queue = Queue(depth)
+        self.thread = threading.Thread(target=self._run, name="lympho-cache-writer", daemon=True)
+
+    def _run(self) -> None:
+        while (item := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self.store(*item)
+                except BaseException as err:  # noqa: B036  (raised again in the caller's thread)
+                    self.error = err
+
+    def put(self, indices: list[int], features: np.ndarray) -> None:
+        self._raise()
+        self.queue.put((indices, features))
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def __enter__(self) -> "_Writer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if kind is None:
+            self._raise()
 
 
 def open_feature_cache(directory: Path) -> diskcache.Cache:
@@ -153,11 +275,11 @@ class FeatureExtractor:
         which in the dashboard is a page script."""
         return self.num_workers if threading.current_thread() is threading.main_thread() else 0
 
-    def _prefetch_batches(self) -> int:
-        """Batches each worker may decode ahead: :data:`PREFETCH_BYTES` of decoded pixels."""
+    def _window(self, workers: int) -> int:
+        """Batches decoded ahead of the encoder: :data:`PREFETCH_BYTES` of pixels, at least
+        two per worker."""
         side = getattr(getattr(self.encoder, "preprocessing", None), "size", 224)
-        batch_bytes = self.batch_size * side * side * 3 * max(1, self.num_workers)
-        return max(4, PREFETCH_BYTES // batch_bytes)
+        return max(2 * max(1, workers), PREFETCH_BYTES // (self.batch_size * side * side * 3))
 
     @property
     def _on_cuda(self) -> bool:
@@ -194,38 +316,37 @@ class FeatureExtractor:
             self._compute_per_image(paths, on_batch)
 
     def _compute_batched(self, paths: list[Path], on_batch: Callable[[list[int], np.ndarray], None]) -> None:
-        from torch.utils.data import DataLoader
-
+        """A pipeline: files decoded ahead (Pillow in worker processes; on a device decoder,
+        read in threads and decoded here in batches), the encoder in this thread, the cache
+        written by another. Decoding starts before the first batch builds the network."""
         on_device = getattr(self.encoder, "decoder", "pil") == "device"
-        workers = self._workers_here()
-        loader = DataLoader(_Images(paths, self.encoder, read=on_device), batch_size=self.batch_size,
-                            num_workers=workers, collate_fn=_collate_reads if on_device else _collate,
-                            pin_memory=self._on_cuda and not on_device, persistent_workers=False,
-                            prefetch_factor=self._prefetch_batches() if workers else None)
-        for indices, batch, errors in loader:
-            if errors:  # raised here, not in a worker, so the message stays one clear line
-                raise CohortError(errors[0])
-            on_batch(indices, self.encoder.encode(self.encoder.decode(batch) if on_device else batch))
+        chunks = [paths[i:i + self.batch_size] for i in range(0, len(paths), self.batch_size)]
+        if on_device:
+            threads = min(8, os.cpu_count() or 1)
+            source = _threads(_read_chunk, self.encoder, chunks, threads, self._window(threads))
+        else:
+            workers = self._workers_here()
+            source = (_processes(_load_chunk, self.encoder, chunks, workers, self._window(workers)) if workers
+                      else nullcontext(_load_chunk(self.encoder, chunk) for chunk in chunks))
+        with source as results, _Writer(on_batch) as writer:
+            for start, (batch, error) in zip(range(0, len(paths), self.batch_size), results):
+                if error:  # raised here, not in a worker, so the message stays one clear line
+                    raise CohortError(error)
+                features = self.encoder.encode(self.encoder.decode(batch) if on_device else batch)
+                writer.put(list(range(start, start + len(features))), features)
 
     def _compute_per_image(self, paths: list[Path], on_batch: Callable[[list[int], np.ndarray], None]) -> None:
         """Worker processes load and encode chunks of files; this process only stores them."""
         chunk = 32
-        starts = range(0, len(paths), chunk)
-        chunks = [paths[i:i + chunk] for i in starts]
-        workers = self._workers_here()
-        if workers <= 1 or len(chunks) == 1:
-            results = (_encode_files(self.encoder, c) for c in chunks)
-            self._store_chunks(starts, results, on_batch)
-            return
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            self._store_chunks(starts, pool.map(_encode_files, [self.encoder] * len(chunks), chunks), on_batch)
-
-    @staticmethod
-    def _store_chunks(starts, results, on_batch) -> None:
-        for start, (features, error) in zip(starts, results):
-            if error:
-                raise CohortError(error)
-            on_batch(list(range(start, start + len(features))), features)
+        chunks = [paths[i:i + chunk] for i in range(0, len(paths), chunk)]
+        workers = self._workers_here() if len(chunks) > 1 else 0
+        source = (_processes(_encode_chunk, self.encoder, chunks, workers, 4 * workers) if workers > 1
+                  else nullcontext(_encode_chunk(self.encoder, c) for c in chunks))
+        with source as results:
+            for start, (features, error) in zip(range(0, len(paths), chunk), results):
+                if error:
+                    raise CohortError(error)
+                on_batch(list(range(start, start + len(features))), features)
 
     def extract(self, paths: Sequence[Path], progress: Progress | None = None) -> np.ndarray:
         """Features of every image (n, feature_dim), from the cache where possible."""

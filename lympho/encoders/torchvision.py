@@ -302,7 +302,8 @@ class TorchvisionEncoder:
         """Features of a uint8 NHWC batch (tensor, array or list of arrays), in the resolved precision."""
         import torch
 
-        batch = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.stack(images))
+        batch = images if isinstance(images, torch.Tensor) else torch.from_numpy(
+            images if isinstance(images, np.ndarray) else np.stack(images))
         bf16 = self.precision == "bf16"
         with torch.inference_mode(), torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=bf16):
             features = self.network(self._normalise(batch))
