@@ -240,7 +240,7 @@ def operating_point_view(run: dict, key: str) -> None:
     mode = st.radio("Operating point", ("Threshold", "Target sensitivity"), horizontal=True, key=f"{key}_mode")
     note = "out-of-fold"
     if mode == "Threshold":
-        threshold = st.slider("Threshold on the probability of malignancy", 0.0, 1.0, 0.5, 0.01, key=f"{key}_t")
+        threshold = st.slider("Threshold on the probability of malignancy", 0.01, 1.0, 0.5, 0.01, key=f"{key}_t")
         estimates = oof_estimates(oof, threshold)
     else:
         target = st.slider("Target sensitivity", 0.5, 1.0, 0.95, 0.01, key=f"{key}_s")

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from lympho import figures
-from lympho.data import LABEL_NAMES, REFERENCE_DATE, overview, read_image
+from lympho.data import LABEL_NAMES, overview, read_image
 from lympho.encoders import morphology
 from app_pages.common import synthetic_banner
 from app_pages.shell import current_cohort, remember
@@ -13,6 +13,8 @@ GALLERY_LIMIT = 60
 cohort = current_cohort()
 st.header("Cohort")
 synthetic_banner()
+for warning in cohort.warnings:  # unlisted folders, implausible ages and counts: loaded, but check them
+    st.warning(warning, icon=":material/warning:")
 frame = cohort.frame()
 columns = st.columns(4)
 columns[0].metric("Patients", len(frame))
@@ -36,7 +38,8 @@ patient_id = st.selectbox("Patient", frame.id, key=remember("data_patient", fram
 patient = next(p for p in cohort.patients if p.id == patient_id)
 label = LABEL_NAMES[patient.label]
 st.markdown(f"**{patient.id}** ({patient.split}set): **{label}**, gender {patient.gender}, "
-            f"age {patient.age:.0f} years at {REFERENCE_DATE} (born {patient.dob or 'unknown'}), "
+            f"age at sampling {patient.age:.0f} years (sampled {patient.sampling_date}; born "
+            f"{patient.dob or 'unknown'}), "
             f"lymphocyte count {patient.lymph_count:g} x10⁹/L, {len(patient.images)} images")
 shown = patient.images[:GALLERY_LIMIT]
 if len(patient.images) > GALLERY_LIMIT:

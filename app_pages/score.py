@@ -8,11 +8,11 @@ from datetime import date
 import streamlit as st
 
 from lympho import reports
-from lympho.data import CohortError
+from lympho.data import MAX_AGE, MAX_LYMPH_COUNT, CohortError
 from lympho.decision import (DISCLAIMER_SHORT, evidence_text, inputs_used, model_card, operating_point_text,
                              result_key, similar_text, thumbnails)
 from lympho.scoring import (RECOMMENDED, ModelError, instance_scores, load_model, make_patient, model_catalog,
-                            save_model, score_patient, train_model)
+                            patient_warnings, save_model, score_patient, train_model)
 from lympho.uploads import UPLOAD_SUFFIXES, save_uploads
 from app_pages.common import config_form, finished_job
 from app_pages.shell import cache_dir, job_busy, remember, start_job
@@ -114,17 +114,20 @@ with left:
                                max_chars=64).strip()
     first, second, third = st.columns(3)
     gender = first.radio("Gender", ("F", "M"), horizontal=True, key=remember("score_gender", "F"))
-    born = second.radio("Give", ("Date of birth", "Age today"), horizontal=True, key=remember("score_born",
-                                                                                             "Date of birth"))
-    count = third.number_input("Lymphocyte count (×10⁹/L)", 0.01, 1000.0, key=remember("score_count", 10.0))
+    born = second.radio("Give", ("Date of birth", "Age at sampling"), horizontal=True,
+                        key=remember("score_born", "Date of birth"))
+    count = third.number_input("Lymphocyte count (×10⁹/L)", 0.01, MAX_LYMPH_COUNT, key=remember("score_count", 10.0))
+    when, age_column = st.columns(2)
+    sampling_date = when.date_input("Sampling date", min_value=date(1900, 1, 1), max_value=date.today(),
+                                    key=remember("score_sampling_date", date.today()), format="YYYY-MM-DD",
+                                    help="The day the smear was taken: the models use the age at sampling.")
     if born == "Date of birth":
-        dob = st.date_input("Date of birth", min_value=date(1900, 1, 1), max_value=date.today(),
-                            key=remember("score_dob", date(1950, 1, 1)), format="YYYY-MM-DD")
-        age_today = None
+        dob = age_column.date_input("Date of birth", min_value=date(1900, 1, 1), max_value=date.today(),
+                                    key=remember("score_dob", date(1950, 1, 1)), format="YYYY-MM-DD")
+        age = None
     else:
-        age_today = st.number_input("Age today (years)", 0.0, 120.0, key=remember("score_age", 70.0),
-                                    help="Converted to the age at 2020-01-01, the age the models were trained on "
-                                         "(age today minus the years since 2020-01-01).")
+        age = age_column.number_input("Age at sampling (years)", 0.0, MAX_AGE, key=remember("score_age", 70.0),
+                                      help="The patient's age on the sampling date, used as it is.")
         dob = None
     label = ("The patient's lymphocyte images (several files, or one zip)" if uses_images
              else "Images (optional: this clinical-only model does not use them)")
@@ -133,7 +136,7 @@ with left:
     stored = float(point.get("threshold", 0.5))
     advanced = st.toggle("Advanced: choose another threshold", key=remember("score_advanced", False),
                          help=f"The preset is the model's stored operating point ({stored:.3f}).")
-    threshold = (st.slider("Decision threshold on the probability of malignancy", 0.0, 1.0, stored, 0.01,
+    threshold = (st.slider("Decision threshold on the probability of malignancy", 0.01, 1.0, stored, 0.01,
                            key=f"score_threshold_{chosen}") if advanced else stored)
     st.caption(f"Decision rule: malignant when the probability is at least {threshold:.3f}"
                + (" (the model's stored operating point)." if not advanced else " (chosen by hand)."))
@@ -143,8 +146,8 @@ if files:
     previews = cached_thumbnails(tuple(files))
     with left.expander(f"Preview: {len(previews)} of {len(files)} uploaded file(s)", icon=":material/image:"):
         st.image([image for _, image in previews], width=64, caption=[name[-12:] for name, _ in previews])
-inputs = {"id": patient_id, "gender": gender, "count": count, "dob": dob, "age_today": age_today,
-          "threshold": threshold}
+inputs = {"id": patient_id, "gender": gender, "count": count, "dob": dob, "age": age,
+          "sampling_date": sampling_date, "threshold": threshold}
 key = result_key(f"{chosen}@{meta['created']}", inputs, files)
 if left.button("Score", type="primary"):
     try:
@@ -152,18 +155,17 @@ if left.button("Score", type="primary"):
             raise CohortError("give the patient's ID (it titles the report)", field="Patient ID")
         with tempfile.TemporaryDirectory(dir=cache_dir()) as scratch:
             saved = save_uploads(files, f"{scratch}/patient") if files else []
-            patient = make_patient(saved, gender, count, patient_id=patient_id, require_images=uses_images,
-                                   **({"dob": dob} if dob is not None else {"age": age_today}))
+            patient = make_patient(saved, gender, count, age=age, dob=dob, patient_id=patient_id,
+                                   sampling_date=sampling_date, require_images=uses_images)
             with st.spinner(f"Scoring {len(saved)} images…" if uses_images else "Scoring…"):
                 result = score_patient(model, patient, cache_dir(), threshold=threshold)
                 cells = instance_scores(model, patient, cache_dir())
             thumbs = [p.read_bytes() for p in saved]
             ranked = [] if cells is None else [(p.read_bytes(), s) for p, s in zip(cells.path, cells.score)]
             measure = None if cells is None else str(cells.measure.iloc[0])
-        used = inputs_used(patient_id, patient.gender, patient.lymph_count, patient.age, dob, age_today, len(saved),
-                           uses_images)
-        st.session_state[RESULT] = {"key": key, "result": result, "ranked": ranked, "thumbs": thumbs, "used": used,
-                                    "measure": measure}
+        st.session_state[RESULT] = {"key": key, "result": result, "ranked": ranked, "thumbs": thumbs,
+                                    "used": inputs_used(patient, uses_images), "measure": measure,
+                                    "warnings": patient_warnings(patient)}
     except CohortError as err:
         st.error(str(err))
         st.session_state.pop(RESULT, None)
@@ -197,6 +199,8 @@ if shown is not None:
                        + operating_point_text(model.meta).split("; ", 1)[-1])
     st.markdown("**Inputs as used:** " + " · ".join(f"{name}: {value}" for name, value in shown["used"])
                 + f" · Model: {result['model']}")
+    for warning in shown["warnings"]:
+        st.warning(warning, icon=":material/warning:")
     evidence, similar = evidence_text(result), similar_text(result)
     if evidence:
         st.markdown(f"**Each expert's probability:** {evidence}")

@@ -32,9 +32,17 @@ from lympho.synthetic import demo_cohort_dir
 if TYPE_CHECKING:  # pandas is imported where used: the CLI's --help never needs it
     import pandas as pd
 
-#: Ages are computed against this fixed date (the cohort was collected before
-#: 2020) so that a patient's age, and every result, never drift with the calendar.
+#: The cohort's sampling date: its patients' ages are taken on this fixed date (the cohort was
+#: collected before 2020), so that every result never drifts with the calendar. The models'
+#: age is the age at sampling: a scored patient's is taken on its own sampling date.
 REFERENCE_DATE = date(2020, 1, 1)
+#: Ages (years) above this are refused; above PLAUSIBLE_AGE they load with a warning.
+MAX_AGE, PLAUSIBLE_AGE = 120.0, 110.0
+#: Lymphocyte counts (x 10^9/L) above this are refused (a unit slip: per microlitre);
+#: above PLAUSIBLE_LYMPH_COUNT they load with a warning. The real cohort spans 3.9-295.
+MAX_LYMPH_COUNT, PLAUSIBLE_LYMPH_COUNT = 1000.0, 500.0
+#: Cross-validation settings: the (lowest, highest) value accepted.
+SETTING_BOUNDS = {"folds": (2, 100), "repeats": (1, 1000), "seed": (0, 2**32 - 1)}
 
 SPLITS = {"train": ("trainset", "trainset_true.csv"), "test": ("testset", "testset_data.csv")}
 COLUMNS = ("ID", "LABEL", "GENDER", "DOB", "LYMPH_COUNT")
@@ -73,10 +81,11 @@ class Patient:
     split: str
     label: int  # 0 reactive, 1 malignant, -1 unknown
     gender: str  # "M" or "F"
-    age: float  # years at REFERENCE_DATE
+    age: float  # years at sampling_date
     lymph_count: float  # x 10^9 / L
     images: tuple[Path, ...]
     dob: date | None = None
+    sampling_date: date = REFERENCE_DATE  # the cohort's; a scored patient's own
 
 
 @dataclass
@@ -144,32 +153,116 @@ def categorical_columns(names: list[str]) -> list[int]:
     return [i for i, name in enumerate(names) if name in CATEGORICAL_NAMES]
 
 
-def parse_dob(text: str, path=None, line=None) -> date:
-    """Parse a date of birth in any format found in the challenge files."""
+def parse_dob(text: str, path=None, line=None, field: str = "DOB") -> date:
+    """Parse a date of birth (or another date, named by ``field``) in any format found in the
+    challenge files."""
     for fmt in DATE_FORMATS:
         try:
             return datetime.strptime(text.strip(), fmt).date()
         except ValueError:
             continue
     raise CohortError(f"unparseable date {text!r} (expected M/D/YYYY, DD-MM-YYYY or YYYY-MM-DD)",
-                      path, line, "DOB")
+                      path, line, field)
 
 
-def age_at_reference(dob: date) -> float:
-    """Age in years at :data:`REFERENCE_DATE`: the one age quantity the models use."""
-    return (REFERENCE_DATE - dob).days / 365.25
+def _located(message: str, path=None, line=None, field=None) -> str:
+    """A warning worded like a :class:`CohortError`: ``file, line N, field F: message``."""
+    return str(CohortError(message, path, line, field))
 
 
-def years_since_reference(today: date) -> float:
-    """Years from :data:`REFERENCE_DATE` to ``today`` (negative before it)."""
-    return (today - REFERENCE_DATE).days / 365.25
+def parse_id(text: str, path=None, line=None) -> str:
+    """A patient ID: a plain folder name, never a path. Refused: empty, ``.``, ``..``, and
+    any path separator, NUL or other control character (an ID names its image folder
+    inside its split's folder and must not lead out of it)."""
+    pid = str(text).strip()
+    if not pid:
+        raise CohortError("empty patient ID", path, line, "ID")
+    if pid in (".", "..") or any(c in pid for c in "/\\") or any(ord(c) < 32 or ord(c) == 127 for c in pid):
+        raise CohortError(f"patient ID {pid!r} is not a plain name (no path, separator or control "
+                          f"character)", path, line, "ID")
+    return pid
 
 
-def age_today_to_reference(age_today: float, today: date | None = None) -> float:
-    """The model's age (at :data:`REFERENCE_DATE`) of a patient ``age_today`` years old on
-    ``today`` (default: the current date): what a user types is today's age, about 7 years
-    more than the age the cohort's patients were given."""
-    return age_today - years_since_reference(date.today() if today is None else today)
+def check_age(age, path=None, line=None, field: str = "age") -> float:
+    """``age`` (years) as a float; refused unless finite and between 0 and :data:`MAX_AGE`."""
+    try:
+        value = float(age)
+    except (TypeError, ValueError):
+        raise CohortError(f"non-numeric age {age!r}", path, line, field) from None
+    if not 0 <= value <= MAX_AGE:  # NaN fails too
+        raise CohortError(f"age must be between 0 and {MAX_AGE:.0f} years, got {value:.1f}", path, line, field)
+    return value
+
+
+def age_at(dob: date, sampling_date: date = REFERENCE_DATE, path=None, line=None) -> float:
+    """Age in years on ``sampling_date``, the one age the models use: the age at sampling
+    (for the cohort, at :data:`REFERENCE_DATE`). A date of birth after the sampling date, or
+    an age above :data:`MAX_AGE`, is refused (field ``DOB``)."""
+    if dob > sampling_date:
+        raise CohortError(f"date of birth {dob} is after the sampling date {sampling_date} (a negative age)",
+                          path, line, "DOB")
+    return check_age((sampling_date - dob).days / 365.25, path, line, "DOB")
+
+
+def check_sampling_date(sampling_date: date, today: date | None = None) -> date:
+    """``sampling_date``, refused when after ``today`` (default: the current date)."""
+    today = date.today() if today is None else today
+    if sampling_date > today:
+        raise CohortError(f"sampling date {sampling_date} is in the future (today is {today})",
+                          field="sampling date")
+    return sampling_date
+
+
+def parse_sampling_date(text: str) -> date:
+    """A typed sampling date (formats of :func:`parse_dob`), refused in the future."""
+    return check_sampling_date(parse_dob(text, field="sampling date"))
+
+
+def age_warning(age: float, path=None, line=None, field: str = "age") -> str | None:
+    """A warning naming the field for an age above :data:`PLAUSIBLE_AGE`, else None."""
+    if age <= PLAUSIBLE_AGE:
+        return None
+    return _located(f"age {age:.1f} years is implausible (above {PLAUSIBLE_AGE:.0f}); check the date of birth",
+                    path, line, field)
+
+
+def lymph_count_warning(count: float, path=None, line=None, field: str = "LYMPH_COUNT") -> str | None:
+    """A warning naming the field for a count above :data:`PLAUSIBLE_LYMPH_COUNT`, else None."""
+    if count <= PLAUSIBLE_LYMPH_COUNT:
+        return None
+    return _located(f"lymphocyte count {count:g} x10^9/L is implausible (above {PLAUSIBLE_LYMPH_COUNT:.0f}); "
+                    f"check the value and its unit", path, line, field)
+
+
+def _unit_number(value, field: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise CohortError(f"non-numeric {field} {value!r}", field=field) from None
+    if not 0 < number <= 1:  # NaN fails too
+        raise CohortError(f"{field} must be a finite number in (0, 1], got {value!r}", field=field)
+    return number
+
+
+def check_threshold(threshold, field: str = "threshold") -> float:
+    """A decision threshold (malignant when ``probability >= threshold``) as a float, in
+    (0, 1]: 0 would call every patient malignant whatever the model says, and anything above
+    1 (or NaN) every patient reactive. Else a :class:`CohortError` (a ValueError) naming ``field``."""
+    return _unit_number(threshold, field)
+
+
+def check_sensitivity(sensitivity, field: str = "sensitivity") -> float:
+    """A target sensitivity as a float, in (0, 1]; else a :class:`CohortError` naming ``field``."""
+    return _unit_number(sensitivity, field)
+
+
+def check_setting(name: str, value) -> int:
+    """A cross-validation setting (``folds``, ``repeats`` or ``seed``) as an int within
+    :data:`SETTING_BOUNDS`; else a ValueError naming it."""
+    low, high = SETTING_BOUNDS[name]
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
+        raise ValueError(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+    return int(value)
 
 
 def parse_gender(text: str, path=None, line=None) -> str:
@@ -184,19 +277,25 @@ def parse_lymph_count(text: str, path=None, line=None) -> float:
         count = float(text)
     except ValueError:
         raise CohortError(f"non-numeric lymphocyte count {text!r}", path, line, "LYMPH_COUNT") from None
-    if not math.isfinite(count) or count <= 0:
+    if not math.isfinite(count):
+        raise CohortError(f"lymphocyte count must be a finite number, got {text!r}", path, line, "LYMPH_COUNT")
+    if count <= 0:
         raise CohortError(f"lymphocyte count must be positive, got {text!r}", path, line, "LYMPH_COUNT")
+    if count > MAX_LYMPH_COUNT:
+        raise CohortError(f"lymphocyte count must be at most {MAX_LYMPH_COUNT:.0f} x10^9/L, got {count:g} "
+                          f"(check the unit: x10^9/L, not per microlitre)", path, line, "LYMPH_COUNT")
     return count
 
 
 def parse_label(text: str, path=None, line=None) -> int:
+    """0, 1 or -1 (``1.0`` is 1); anything else, ``0.7`` included, is refused."""
     try:
-        label = int(float(text))
+        label = float(text)
     except ValueError:
         label = None
     if label not in (0, 1, UNKNOWN_LABEL):
         raise CohortError(f"label must be 0, 1 or -1 (unknown), got {text!r}", path, line, "LABEL")
-    return label
+    return int(label)
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -283,11 +382,12 @@ def read_split_csv(csv_path: Path) -> pd.DataFrame:
 
 
 def parse_row(row: pd.Series, split: str, folder: Path, csv_path: Path, line: int,
-              verify_images: bool) -> Patient:
-    pid = row["ID"].strip()
-    if not pid:
-        raise CohortError("empty patient ID", csv_path, line, "ID")
+              verify_images: bool) -> tuple[Patient, list[str]]:
+    """One CSV row as a :class:`Patient`, and the warnings its implausible values raise."""
+    pid = parse_id(row["ID"], csv_path, line)
     dob = parse_dob(row["DOB"], csv_path, line)
+    age = age_at(dob, REFERENCE_DATE, csv_path, line)
+    count = parse_lymph_count(row["LYMPH_COUNT"], csv_path, line)
     patient_dir = folder / pid
     if not patient_dir.is_dir():
         raise CohortError(f"patient {pid} has no image folder {patient_dir}", csv_path, line, "ID")
@@ -297,21 +397,24 @@ def parse_row(row: pd.Series, split: str, folder: Path, csv_path: Path, line: in
     if verify_images:
         for image in images:
             check_image(image)
-    return Patient(
+    patient = Patient(
         id=pid, split=split, label=parse_label(row["LABEL"], csv_path, line),
-        gender=parse_gender(row["GENDER"], csv_path, line), dob=dob, age=age_at_reference(dob),
-        lymph_count=parse_lymph_count(row["LYMPH_COUNT"], csv_path, line), images=tuple(images),
+        gender=parse_gender(row["GENDER"], csv_path, line), dob=dob, age=age,
+        lymph_count=count, images=tuple(images),
     )
+    warnings = [age_warning(age, csv_path, line, "DOB"), lymph_count_warning(count, csv_path, line)]
+    return patient, [w for w in warnings if w]
 
 
 def load_split(root: Path, split: str, verify_images: bool) -> tuple[list[Patient], list[str]]:
     folder_name, csv_name = SPLITS[split]
     folder, csv_path = root / folder_name, root / folder_name / csv_name
     table = read_split_csv(csv_path)
-    patients, seen = [], {}
+    patients, seen, warnings = [], {}, []
     for index, row in table.iterrows():
         line = index + 2  # header is line 1
-        patient = parse_row(row, split, folder, csv_path, line, verify_images)
+        patient, row_warnings = parse_row(row, split, folder, csv_path, line, verify_images)
+        warnings += row_warnings
         if patient.id in seen:
             raise CohortError(f"duplicate patient ID {patient.id} (first on line {seen[patient.id]})",
                               csv_path, line, "ID")
@@ -319,7 +422,8 @@ def load_split(root: Path, split: str, verify_images: bool) -> tuple[list[Patien
         patients.append(patient)
     unlisted = sorted(p.name for p in folder.iterdir()
                       if p.is_dir() and not p.name.startswith(".") and p.name not in seen)
-    warnings = [f"{folder}: folder(s) not listed in {csv_name}, ignored: {', '.join(unlisted)}"] if unlisted else []
+    if unlisted:
+        warnings.append(f"{folder}: folder(s) not listed in {csv_name}, ignored: {', '.join(unlisted)}")
     return patients, warnings
 
 

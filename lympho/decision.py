@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 
 from PIL import Image
 
-from lympho.data import REFERENCE_DATE, read_image
+from lympho.data import Patient, read_image
 from lympho.encoders import uses_torchvision_options
 from lympho.figures import FEATURE_LABELS, config_name
 
@@ -107,7 +107,7 @@ def model_card(meta: Mapping) -> list[tuple[str, str]]:
     return [
         ("Model", config_name(meta["label"], config)),
         ("Trained on", trained_on),
-        ("Features", features + ("; age at " + str(REFERENCE_DATE) + ", gender, log lymphocyte count"
+        ("Features", features + ("; age at sampling, gender, log lymphocyte count"
                                  if config["features"] != "images" else "")),
         ("Operating point", operating_point_text(meta)),
         *card_encoder,
@@ -117,18 +117,22 @@ def model_card(meta: Mapping) -> list[tuple[str, str]]:
     ]
 
 
-def inputs_used(patient_id: str, gender: str, count: float, model_age: float, dob: date | None,
-                age_today: float | None, n_images: int, uses_images: bool) -> list[tuple[str, str]]:
-    """Every input as the model used it, with how it was derived (ages are taken at the
-    reference date, so a date of birth is shown with the age it became)."""
-    if dob is not None:
-        age = f"{model_age:.1f} years at {REFERENCE_DATE} (the models' age scale), from date of birth {dob}"
-    else:
-        age = f"{model_age:.1f} years at {REFERENCE_DATE} (the models' age scale), from {age_today:g} years today"
+def age_text(age: float, sampling_date: date | str) -> str:
+    """The model's age input in words: ``age at sampling 70 years (sampled 2026-01-15)``."""
+    return f"age at sampling {round(float(age), 1):g} years (sampled {sampling_date})"
+
+
+def inputs_used(patient: Patient, uses_images: bool) -> list[tuple[str, str]]:
+    """Every input of a scored patient (:func:`lympho.scoring.make_patient`) as the model
+    used it, with how it was derived: the age is the age at sampling, from the date of birth
+    when one was given."""
+    how = f"from date of birth {patient.dob}" if patient.dob is not None else "as typed"
+    n_images = len(patient.images)
     images = (f"{n_images} images" if uses_images
               else f"not used by this clinical-only model ({n_images} uploaded)" if n_images else "none needed")
-    return [("Patient", patient_id), ("Gender", {"F": "Female", "M": "Male"}.get(gender, gender)), ("Age", age),
-            ("Lymphocyte count", f"{count:g} ×10⁹/L"), ("Images", images)]
+    return [("Patient", patient.id), ("Gender", {"F": "Female", "M": "Male"}.get(patient.gender, patient.gender)),
+            ("Age", f"{age_text(patient.age, patient.sampling_date)}, {how}"),
+            ("Lymphocyte count", f"{patient.lymph_count:g} ×10⁹/L"), ("Images", images)]
 
 
 def thumbnails(files: Sequence[tuple[str, bytes]], limit: int = 60, side: int = 96) -> list[tuple[str, Image.Image]]:

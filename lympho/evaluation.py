@@ -35,6 +35,8 @@ from sklearn.metrics import (
 )
 from sklearn.model_selection import RepeatedStratifiedKFold
 
+from lympho.data import check_sensitivity, check_threshold
+
 METRICS = ("balanced_accuracy", "f1", "recall", "specificity", "precision", "roc_auc")
 
 
@@ -193,8 +195,10 @@ def oof_estimates(oof, threshold=0.5, *, n_boot=N_BOOTSTRAP, seed=0, level=CI_LE
 
     ``oof``: a run's ``oof`` (frame or dict of lists with ``repeat``, ``fold``,
     ``id``, ``y_true``, ``probability``). The one function behind every headline
-    figure of a run, in the CLI, the run record, the reports and the pages.
+    figure of a run, in the CLI, the run record, the reports and the pages. A
+    ``threshold`` outside (0, 1] is refused (a ValueError naming it).
     """
+    threshold = check_threshold(threshold)
     y, probability, folds = _repeat_matrix(oof)
     return decision_estimates(y, probability >= threshold, folds=folds, n_boot=n_boot, seed=seed,
                               level=level, threshold=threshold)
@@ -246,8 +250,9 @@ def cross_validate(estimator, X, y, ids, folds=3, repeats=1, seed=0, progress=No
     is called after each fold. The same inputs and ``seed`` give the same
     folds and, with deterministic estimators, identical results. ``only_repeat`` (1-based)
     runs that repeat alone, with exactly the folds it has in the full run (see
-    :meth:`CVResult.concat`).
+    :meth:`CVResult.concat`). A ``threshold`` outside (0, 1] is refused (a ValueError naming it).
     """
+    threshold = check_threshold(threshold)
     X, y, ids = np.asarray(X), np.asarray(y), np.asarray(ids)
     _check_cv_inputs(X, y, ids, folds)
     y = y.astype(int)
@@ -287,7 +292,8 @@ def roc_points(y_true, proba) -> dict:
 
 def operating_point(y_true, proba, threshold) -> dict:
     """Sensitivity, specificity, balanced accuracy and confusion matrix when
-    patients with ``proba >= threshold`` are called malignant."""
+    patients with ``proba >= threshold`` are called malignant (``threshold`` in (0, 1])."""
+    threshold = check_threshold(threshold)
     y_pred = (np.asarray(proba) >= threshold).astype(int)
     metrics = fold_metrics(y_true, y_pred, proba)
     return {
@@ -300,9 +306,9 @@ def operating_point(y_true, proba, threshold) -> dict:
 
 
 def threshold_for_sensitivity(y_true, proba, target) -> float:
-    """Highest threshold whose rule ``proba >= threshold`` reaches sensitivity ``target``."""
-    if not 0.0 <= target <= 1.0:
-        raise ValueError(f"target sensitivity must be within [0, 1], got {target}.")
+    """Highest threshold whose rule ``proba >= threshold`` reaches sensitivity ``target``
+    (in (0, 1]; else a ValueError naming it)."""
+    target = check_sensitivity(target)
     if not np.any(np.asarray(y_true) == 1):
         raise ValueError("y_true has no malignant (1) patients, so sensitivity is undefined.")
     _, tpr, thresholds = roc_curve(y_true, proba, drop_intermediate=False)
@@ -343,8 +349,9 @@ def threshold_from_repeats(oof, target: float) -> dict:
     it was chosen on. Needs at least 2 repeats.
 
     Returns ``target_sensitivity``, ``threshold``, ``per_repeat`` (the thresholds)
-    and ``estimate``.
+    and ``estimate``. A ``target`` outside (0, 1] is refused (a ValueError naming it).
     """
+    target = check_sensitivity(target)
     y, probability, folds = _repeat_matrix(oof)
     if len(probability) < 2:
         raise ValueError("choosing a threshold from repeats needs at least 2 cross-validation repeats.")

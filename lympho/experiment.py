@@ -20,8 +20,8 @@ import numpy as np
 
 # Light imports only (the CLI's `--help` loads this module): the feature extractor (torch),
 # the classifiers and the cross-validation (scikit-learn, xgboost) are imported where used.
-from lympho.data import (Cohort, Patient, categorical_columns, clinical_matrix, clinical_names,
-                         write_text_atomic)
+from lympho.data import (SETTING_BOUNDS, Cohort, Patient, categorical_columns, check_setting, clinical_matrix,
+                         clinical_names, write_text_atomic)
 from lympho.encoders import ENCODERS, PRECISIONS, WEIGHTS, uses_torchvision_options
 from lympho.models import CLASSIFIERS, COMBINE_NAMES, COMBINES, FUSIONS, IMAGE_CLASSIFIERS, IMAGE_MODELS, IMBALANCE
 from lympho.pooling import POOLINGS, pool_bags, pooled_names
@@ -72,8 +72,8 @@ class ExperimentConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}: {getattr(self, name)!r} is not one of {', '.join(map(str, allowed))}")
-        if self.folds < 2 or self.repeats < 1:
-            raise ValueError(f"folds must be >= 2 and repeats >= 1, got {self.folds} and {self.repeats}")
+        for name in SETTING_BOUNDS:  # folds, repeats, seed
+            check_setting(name, getattr(self, name))
         experts = self.image_experts
         if any(e not in IMAGE_MODELS for e in experts) or len(set(experts)) != len(experts):
             raise ValueError(f"image_model: {self.image_model!r} is not one or more of {', '.join(IMAGE_MODELS)} "

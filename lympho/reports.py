@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from lympho import figures
-from lympho.data import REFERENCE_DATE, CohortError, read_image
+from lympho.data import CohortError, read_image
 from lympho.decision import evidence_text, similar_text
 from lympho.evaluation import (HEADLINE, METRICS, format_estimate, reliability, run_estimates,
                                run_operating_point)
@@ -417,8 +417,9 @@ def patient_report_html(result: Mapping, cells: Sequence[tuple[bytes | str | Pat
     words = MALIGNANT_DECISION if prediction == 1 else REACTIVE_DECISION
     css_class = "malignant" if prediction == 1 else "reactive"
     gender = figures.GENDER_NAMES.get(str(result.get("gender", "")).upper(), result.get("gender") or "—")
+    sampled = f" (sampled {result['sampling_date']})" if result.get("sampling_date") else ""
     rows = [("Patient", result.get("id", "—")), ("Gender", gender),
-            (f"Age at {REFERENCE_DATE}", _number(result.get("age"), ".1f", " years")),
+            ("Age at sampling", _number(result.get("age"), ".1f", " years") + sampled),
             ("Lymphocyte count", _number(result.get("lymph_count"), ".1f", " ×10⁹/L")),
             ("Images analysed", result.get("n_images", "—")), ("Model", result.get("model", "—"))]
     evidence, similar = evidence_text(result), similar_text(result)

@@ -26,8 +26,9 @@ from filelock import FileLock
 import numpy as np
 import pandas as pd
 
-from lympho.data import (IMAGE_SUFFIXES, REFERENCE_DATE, UNKNOWN_LABEL, CohortError, Patient, age_at_reference,
-                         age_today_to_reference, check_image, list_images, parse_gender, parse_lymph_count)
+from lympho.data import (IMAGE_SUFFIXES, UNKNOWN_LABEL, CohortError, Patient, age_at, age_warning, check_age,
+                         check_image, check_sampling_date, check_sensitivity, check_threshold, list_images,
+                         lymph_count_warning, parse_gender, parse_id, parse_lymph_count)
 from lympho.evaluation import cross_validate, oof_estimates, similar_patients, threshold_from_repeats
 from lympho.evaluation import operating_point as _operating_point
 from lympho.evaluation import threshold_for_sensitivity as _threshold_for_sensitivity
@@ -41,8 +42,6 @@ from lympho.model_format import (LEGACY_PIPELINE_FILE, PIPELINE_FILE, ModelError
 MODEL_FORMAT = 2
 #: Prefix of a late fusion's per-expert probability columns in :meth:`TrainedModel.predict`.
 EXPERT_COLUMN = "probability: "
-#: Upper bound accepted for a user-entered lymphocyte count (x 10^9/L); the cohort spans 2-300.
-MAX_LYMPH_COUNT = 1000.0
 
 
 @dataclass
@@ -62,8 +61,9 @@ class TrainedModel:
         ``probability >= threshold`` everywhere (CLI, scoring, dashboard); labels are never read.
         ``threshold`` defaults to the model's stored one (:attr:`threshold`). A late fusion adds
         each expert's own probability, in a column ``probability: <expert>`` (e.g.
-        ``probability: LogReg clinical``), so that a user sees which evidence drove the call."""
-        threshold = self.threshold if threshold is None else threshold
+        ``probability: LogReg clinical``), so that a user sees which evidence drove the call.
+        A ``threshold`` outside (0, 1] is refused (a ValueError naming it)."""
+        threshold = self.threshold if threshold is None else check_threshold(threshold)
         unlabelled = [dataclasses.replace(p, label=UNKNOWN_LABEL) for p in patients]
         bags = instance_bags(unlabelled, self.config, cache_dir, progress)
         X, _ = design_matrix(unlabelled, self.config, bags)
@@ -106,8 +106,7 @@ class TrainedModel:
         """
         oof = self._oof()
         if sensitivity is not None:
-            if not 0 < sensitivity <= 1:
-                raise ValueError(f"target sensitivity must be in (0, 1], got {sensitivity}")
+            sensitivity = check_sensitivity(sensitivity)
             if oof["repeat"].nunique() > 1:
                 chosen = threshold_from_repeats(oof, sensitivity)
                 return {"threshold": chosen["threshold"], "target_sensitivity": sensitivity,
@@ -116,7 +115,7 @@ class TrainedModel:
             estimate = oof_estimates(oof, threshold)  # an older model: one repeat, so say what it is
             estimate["method"] += "; threshold chosen on these same predictions, so optimistic"
             return {"threshold": threshold, "target_sensitivity": sensitivity, "estimate": estimate}
-        threshold = self.threshold if threshold is None else float(threshold)
+        threshold = self.threshold if threshold is None else check_threshold(threshold)
         return {"threshold": threshold, "target_sensitivity": None, "estimate": oof_estimates(oof, threshold)}
 
     def similar_patients(self, probability: float) -> dict | None:
@@ -266,16 +265,6 @@ def load_model(directory: Path | str, trust_pickle: bool = False) -> TrainedMode
     return TrainedModel(config, pipeline, meta)
 
 
-def _user_number(value, field: str) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise CohortError(f"non-numeric {field} {value!r}", field=field) from None
-    if not np.isfinite(number):
-        raise CohortError(f"{field} must be a finite number, got {value!r}", field=field)
-    return number
-
-
 def model_catalog(directory: Path | str) -> tuple[list[tuple[Path, dict]], list[str]]:
     """The model directories under ``directory``, newest first, as ``(path, meta)`` pairs
     read from each ``model.json`` (the pipeline is neither loaded nor checksummed: use
@@ -298,36 +287,34 @@ def model_catalog(directory: Path | str) -> tuple[list[tuple[Path, dict]], list[
 
 def make_patient(images: Path | str | Sequence[Path], gender: str, lymph_count: float | str,
                  age: float | None = None, dob: date | None = None, patient_id: str = "patient",
-                 today: date | None = None, require_images: bool = True) -> Patient:
+                 sampling_date: date | None = None, require_images: bool = True) -> Patient:
     """A validated unlabelled patient from user input: a folder or a list of image files.
 
-    Give ``dob`` (date of birth) or ``age``: the patient's age **today** in years (on
-    ``today``, default the current date), which is converted to the model's age at
-    :data:`~lympho.data.REFERENCE_DATE` (2020-01-01) by subtracting the years since then.
-    The patient's ``age`` is that age at the reference date.
+    The models' age is the age at sampling (the cohort's patients' at
+    :data:`~lympho.data.REFERENCE_DATE`, its sampling date). Give ``dob`` (date of birth),
+    from which the age on ``sampling_date`` (the day the smear was taken; default today) is
+    computed, or ``age``: the age in years at sampling, used as it is.
 
-    Refused with a :class:`CohortError`: an age today outside 0-120 years, an age at the
-    reference date outside 0-120 (born after it), a lymphocyte count that is not positive
-    or above ``MAX_LYMPH_COUNT`` (x 10^9/L), an unknown gender, and unreadable images, or
-    none when ``require_images`` (a clinical-only model needs none).
+    Refused with a :class:`CohortError` naming the field: a sampling date in the future, a
+    date of birth after it, an age outside 0-120 years, a lymphocyte count that is not a
+    finite positive number at most :data:`~lympho.data.MAX_LYMPH_COUNT` (x 10^9/L), an
+    unknown gender, an ID that is not a plain name, and unreadable images, or none when
+    ``require_images`` (a clinical-only model needs none). Implausible but possible values
+    are accepted: see :func:`patient_warnings`.
     """
     if (age is None) == (dob is None):
         raise CohortError("give exactly one of date of birth or age", field="age/dob")
-    if dob is None:
-        age_today = _user_number(age, "age")
-        if not 0 <= age_today <= 120:
-            raise CohortError(f"age today must be between 0 and 120 years, got {age_today:.1f}", field="age")
-        age = age_today_to_reference(age_today, today)
-    else:
-        age = age_at_reference(dob)
-    if not 0 <= age <= 120:
-        raise CohortError(f"age at the reference date {REFERENCE_DATE} must be between 0 and 120 years, "
-                          f"got {age:.1f} (the models were trained on ages at that date)", field="age")
+    sampling_date = check_sampling_date(date.today() if sampling_date is None else sampling_date)
+    age = check_age(age) if dob is None else age_at(dob, sampling_date)
     count = parse_lymph_count(str(lymph_count))
-    if count > MAX_LYMPH_COUNT:
-        raise CohortError(f"lymphocyte count must be at most {MAX_LYMPH_COUNT:.0f} x10^9/L, got {count:g} "
-                          f"(check the unit: x10^9/L, not per microlitre)", field="LYMPH_COUNT")
     gender = parse_gender(str(gender))
+    paths = _patient_images(images, require_images)
+    return Patient(id=parse_id(patient_id), split="test", label=UNKNOWN_LABEL, gender=gender, age=age,
+                   lymph_count=count, images=tuple(paths), dob=dob, sampling_date=sampling_date)
+
+
+def _patient_images(images: Path | str | Sequence[Path], require_images: bool) -> list[Path]:
+    """The image files of a folder, or the given files; every one checked readable."""
     source = Path(images) if isinstance(images, (str, Path)) else None
     if source is not None and not source.is_dir():
         raise CohortError("image folder not found", source)
@@ -336,15 +323,14 @@ def make_patient(images: Path | str | Sequence[Path], gender: str, lymph_count: 
         raise CohortError(f"no images (expected {', '.join(sorted(IMAGE_SUFFIXES))} files)", source)
     for path in paths:
         check_image(path)
-    return Patient(id=patient_id, split="test", label=UNKNOWN_LABEL, gender=gender,
-                   age=float(age), lymph_count=count, images=tuple(paths), dob=dob)
+    return paths
 
 
-def _check_threshold(threshold) -> float:
-    value = _user_number(threshold, "threshold")
-    if not 0 <= value <= 1:
-        raise CohortError(f"threshold must be between 0 and 1, got {value:g}", field="threshold")
-    return value
+def patient_warnings(patient: Patient) -> list[str]:
+    """One line naming the field for each implausible but possible value of a scored patient
+    (an age above 110, a lymphocyte count above 500 x 10^9/L): the same rules as the loader's."""
+    warnings = [age_warning(patient.age, field="age"), lymph_count_warning(patient.lymph_count)]
+    return [w for w in warnings if w]
 
 
 def score_patient(model: TrainedModel, patient: Patient, cache_dir: Path | None = None,
@@ -353,21 +339,22 @@ def score_patient(model: TrainedModel, patient: Patient, cache_dir: Path | None 
     (default: the model's stored threshold, :attr:`TrainedModel.threshold`).
 
     Keys: ``id, probability, prediction, threshold, n_images, model, gender, age,
-    lymph_count, experts, combine, similar``; ``age`` is the model's input, the age at the
-    reference date 2020-01-01.
+    sampling_date, lymph_count, experts, combine, similar``; ``age`` is the model's input,
+    the age at sampling, on ``sampling_date`` (ISO text).
     ``prediction`` is 1 (malignant) or 0 (reactive) at ``threshold``, which may come from
     :meth:`TrainedModel.threshold_for_sensitivity`. ``experts``: for a late fusion, each
     expert's own probability, ``[(expert, probability), ...]``, and ``combine`` says how they
     were combined; empty for a single model. ``similar``: how many of the training patients
     scored most like this one were malignant (:meth:`TrainedModel.similar_patients`).
     """
-    threshold = _check_threshold(model.threshold if threshold is None else threshold)
+    threshold = model.threshold if threshold is None else check_threshold(threshold)
     row = model.predict([patient], cache_dir, threshold=threshold).iloc[0]
     experts = [(name.removeprefix(EXPERT_COLUMN), float(row[name])) for name in row.index
                if name.startswith(EXPERT_COLUMN)]
     return {"id": patient.id, "probability": float(row["probability"]), "prediction": int(row["prediction"]),
             "threshold": threshold, "n_images": len(patient.images), "model": model.meta["label"],
-            "gender": patient.gender, "age": float(patient.age), "lymph_count": float(patient.lymph_count),
+            "gender": patient.gender, "age": float(patient.age), "sampling_date": patient.sampling_date.isoformat(),
+            "lymph_count": float(patient.lymph_count),
             "experts": experts, "combine": model.config.combine_name() if experts else None,
             "similar": model.similar_patients(float(row["probability"]))}
 

@@ -101,8 +101,9 @@ def test_train_predict_score(small_cohort, tmp_path, capsys):
                            "--out", tmp_path / "t.csv")
     assert code == 2 and "in-sample" in err and "--in-sample" in err and not (tmp_path / "t.csv").exists()
     code, out, _ = run_cli(capsys, "predict", "--model", model, "--data", small_cohort, "--split", "train",
-                           "--in-sample", "--threshold", "0", "--out", tmp_path / "t.csv")
-    assert code == 0 and "IN-SAMPLE" in out and pd.read_csv(tmp_path / "t.csv")["prediction"].eq(1).all()
+                           "--in-sample", "--threshold", "0.3", "--out", tmp_path / "t.csv")
+    in_sample = pd.read_csv(tmp_path / "t.csv")
+    assert code == 0 and "IN-SAMPLE" in out and (in_sample["prediction"] == (in_sample["probability"] >= 0.3)).all()
     run_cli(capsys, "predict", "--model", model, "--data", small_cohort, "--out", tmp_path / "k.csv", "--kaggle")
     kaggle = pd.read_csv(tmp_path / "k.csv")
     assert list(kaggle.columns) == ["Id", "Predicted"] and set(kaggle.Predicted) <= {0, 1}
@@ -215,3 +216,95 @@ def test_missing_imagenet_weights_offline_is_one_clear_line(small_cohort, monkey
                            "--encoder", "resnet18", "--weights", "imagenet")
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "resnet18-f37072fd.pth" in err and "--weights none" in err
+
+
+SCORE = ["score", "--model", "m", "--images", ".", "--gender", "M", "--lymph-count", "5"]
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["predict", "--model", "m", "--out", "x.csv", "--threshold", "nan"], "--threshold"),
+    (["predict", "--model", "m", "--out", "x.csv", "--threshold", "2"], "--threshold"),
+    (["predict", "--model", "m", "--out", "x.csv", "--threshold", "-0.5"], "--threshold"),
+    (["predict", "--model", "m", "--out", "x.csv", "--sensitivity", "inf"], "--sensitivity"),
+    ([*SCORE, "--age", "60", "--threshold", "0"], "--threshold"),
+    ([*SCORE, "--age", "60", "--sensitivity", "1.5"], "--sensitivity"),
+    (["train", "--out", "m", "--threshold", "1.5"], "--threshold"),
+    (["train", "--out", "m", "--sensitivity", "nan"], "--sensitivity"),
+    (["train", "--out", "m", "--threshold-repeats", "0"], "--threshold-repeats"),
+    (["evaluate", "--folds", "-3"], "--folds"),
+    (["evaluate", "--repeats", "100000000"], "--repeats"),
+    (["evaluate", "--seed", "-1"], "--seed"),
+    (["select", "--outer-folds", "1"], "--outer-folds"),
+    (["select", "--seed", "-4"], "--seed"),
+    ([*SCORE, "--age", "60", "--sampling-date", "2999-01-01"], "--sampling-date"),
+    ([*SCORE, "--age", "60", "--sampling-date", "yesterday"], "--sampling-date"),
+])
+def test_options_that_cannot_be_right_are_refused_naming_the_option(argv, option, capsys):
+    """Today --threshold nan or 2 calls every patient reactive and -0.5 every one malignant, silently."""
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # argparse: the usage, then one error line
+    assert caught.value.code == 2 and f"error: argument {option}: " in error
+
+
+@pytest.fixture
+def clinical_model(small_cohort, tmp_path):
+    from lympho.experiment import ExperimentConfig
+    from lympho.scoring import save_model, train_model
+
+    config = ExperimentConfig(features="clinical", classifier="logreg")
+    return save_model(train_model(load_cohort(small_cohort), config, threshold_repeats=2), tmp_path / "clinical")
+
+
+def test_score_uses_and_prints_the_age_at_sampling(clinical_model, small_cohort, capsys):
+    """Today --age is taken as the age today and scored as that minus the years since 2020-01-01."""
+    folder = load_cohort(small_cohort).select("test")[0].images[0].parent
+    score = ["score", "--model", clinical_model, "--images", folder, "--gender", "F", "--lymph-count", "8"]
+    code, out, err = run_cli(capsys, *score, "--age", "70", "--sampling-date", "2026-01-15")
+    assert code == 0 and "age at sampling 70 years (sampled 2026-01-15)" in out and "warning" not in err
+    code, by_dob, _ = run_cli(capsys, *score, "--dob", "1956-01-15", "--sampling-date", "2026-01-15")
+    assert code == 0 and "age at sampling 70 years (sampled 2026-01-15)" in by_dob
+    assert by_dob.split(" -> ")[0] == out.split(" -> ")[0]  # the same probability
+
+
+@pytest.mark.parametrize("extra, field", [
+    (["--dob", "2026-02-01", "--sampling-date", "2026-01-15"], "field DOB: date of birth 2026-02-01 is after"),
+    (["--age", "130"], "field age: age must be between 0 and 120"),
+    (["--age", "nan"], "field age: age must be between 0 and 120"),
+    (["--age", "70", "--lymph-count", "inf"], "field LYMPH_COUNT: lymphocyte count must be a finite number"),
+])
+def test_score_refuses_patient_values_that_cannot_be_right(clinical_model, small_cohort, capsys, extra, field):
+    folder = load_cohort(small_cohort).select("test")[0].images[0].parent
+    code, _, err = run_cli(capsys, "score", "--model", clinical_model, "--images", folder, "--gender", "F",
+                           "--lymph-count", "8", *extra)
+    assert code == 2 and err.startswith("error: ") and field in err and len(err.strip().splitlines()) == 1
+
+
+def test_score_warns_on_implausible_values_naming_the_field(clinical_model, small_cohort, capsys):
+    folder = load_cohort(small_cohort).select("test")[0].images[0].parent
+    code, out, err = run_cli(capsys, "score", "--model", clinical_model, "--images", folder, "--gender", "F",
+                             "--age", "115", "--lymph-count", "600")
+    assert code == 0 and "probability of malignancy" in out
+    assert "warning: field age: age 115.0 years is implausible" in err
+    assert "warning: field LYMPH_COUNT: lymphocyte count 600 x10^9/L is implausible" in err
+
+
+def test_a_csv_id_that_leads_out_of_its_split_folder_is_refused(small_cohort, capsys):
+    """Today ID ../testset/P.. loads that test patient's images as a training patient."""
+    csv = small_cohort / "trainset" / "trainset_true.csv"
+    test_id = pd.read_csv(small_cohort / "testset" / "testset_data.csv", dtype=str)["ID"].iloc[0]
+    table = pd.read_csv(csv, dtype=str)
+    table.loc[2, "ID"] = f"../testset/{test_id}"
+    table.to_csv(csv, index=False)
+    code, _, err = run_cli(capsys, "data", "--data", small_cohort)
+    assert code == 2 and "trainset_true.csv, line 4, field ID: patient ID" in err and "not a plain name" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_the_cohort_loader_warnings_are_printed(small_cohort, capsys):
+    csv = small_cohort / "trainset" / "trainset_true.csv"
+    table = pd.read_csv(csv, dtype=str)
+    table.loc[2, "LYMPH_COUNT"] = "650"
+    table.to_csv(csv, index=False)
+    code, _, err = run_cli(capsys, "data", "--data", small_cohort)
+    assert code == 0 and "warning: " in err and "line 4, field LYMPH_COUNT: lymphocyte count 650" in err

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from lympho.data import (REFERENCE_DATE, CohortError, clinical_matrix, load_cohort, parse_dob,
+from lympho.data import (REFERENCE_DATE, CohortError, age_at, check_sampling_date, check_sensitivity,
+                         check_setting, check_threshold, clinical_matrix, load_cohort, parse_dob, parse_id,
                          resolve_cohort)
 
 TRAIN_CSV = Path("trainset/trainset_true.csv")
@@ -152,3 +153,91 @@ def test_demo_is_the_default(monkeypatch, isolated_cache):
     assert cohort.synthetic and "synthetic" in cohort.name
     assert cohort.root.parent == isolated_cache
     assert len(cohort.labelled()) > 20 and cohort.select("test")
+
+
+@pytest.mark.parametrize("value", ["../testset/P16", "a/b", "a\\b", ".", "..", "/etc"])
+def test_an_id_that_is_not_a_plain_name_is_refused(small_cohort, value):
+    """Today an ID like ../testset/P16 is followed out of its split folder and that folder's images used."""
+    test_id = pd.read_csv(small_cohort / "testset" / "testset_data.csv", dtype=str)["ID"].iloc[0]
+    edit_csv(small_cohort, 4, "ID", value.replace("P16", test_id))
+    with pytest.raises(CohortError, match="not a plain name") as caught:
+        load_cohort(small_cohort)
+    assert (caught.value.line, caught.value.field) == (4, "ID")
+
+
+@pytest.mark.parametrize("value", ["P1\0", "P1\n2", ""])
+def test_parse_id_refuses_control_characters_and_empty_ids(value):
+    with pytest.raises(CohortError, match="ID") as caught:
+        parse_id(value, "x.csv", 3)
+    assert caught.value.field == "ID"
+
+
+def test_a_date_of_birth_after_the_sampling_date_is_refused(small_cohort):
+    edit_csv(small_cohort, 4, "DOB", "2021-03-01")  # today: a negative age, accepted
+    with pytest.raises(CohortError, match="after the sampling date 2020-01-01") as caught:
+        load_cohort(small_cohort)
+    assert (caught.value.line, caught.value.field) == (4, "DOB")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("LYMPH_COUNT", "5000", "at most 1000"),
+    ("LYMPH_COUNT", "inf", "finite"),
+    ("LYMPH_COUNT", "nan", "finite"),
+    ("LABEL", "0.7", "label must be 0, 1 or -1"),
+    ("LABEL", "inf", "label must be 0, 1 or -1"),
+    ("DOB", "1850-01-01", "between 0 and 120"),
+])
+def test_values_that_cannot_be_right_are_refused(small_cohort, field, value, message):
+    edit_csv(small_cohort, 4, field, value)
+    with pytest.raises(CohortError, match=message) as caught:
+        load_cohort(small_cohort)
+    assert (caught.value.line, caught.value.field) == (4, field)
+
+
+def test_implausible_values_load_with_a_warning_naming_the_field(small_cohort):
+    edit_csv(small_cohort, 4, "LYMPH_COUNT", "650")
+    edit_csv(small_cohort, 5, "DOB", "1905-06-01")  # 114.6 years at the reference date
+    cohort = load_cohort(small_cohort)
+    assert len(cohort.patients) == 18
+    assert any("line 4, field LYMPH_COUNT" in w and "650" in w and "above 500" in w for w in cohort.warnings)
+    assert any("line 5, field DOB" in w and "114.6" in w and "above 110" in w for w in cohort.warnings)
+
+
+def test_age_is_taken_at_the_given_date():
+    assert age_at(date(1956, 1, 1), date(2026, 1, 1)) == pytest.approx(70.0, abs=0.01)
+    assert age_at(date(1956, 1, 1)) == pytest.approx(64.0, abs=0.01)  # the cohort's: at REFERENCE_DATE
+    with pytest.raises(CohortError, match="after the sampling date") as caught:
+        age_at(date(2026, 1, 2), date(2026, 1, 1))
+    assert caught.value.field == "DOB"
+
+
+@pytest.mark.parametrize("check, value, field", [
+    (check_threshold, float("nan"), "threshold"), (check_threshold, 2, "threshold"),
+    (check_threshold, -0.5, "threshold"), (check_threshold, 0, "threshold"),
+    (check_threshold, float("inf"), "threshold"), (check_threshold, "high", "threshold"),
+    (check_sensitivity, float("nan"), "sensitivity"), (check_sensitivity, 0, "sensitivity"),
+    (check_sensitivity, 1.5, "sensitivity"),
+])
+def test_thresholds_and_sensitivities_outside_0_1_are_refused(check, value, field):
+    with pytest.raises(ValueError, match=field):
+        check(value)
+
+
+def test_threshold_and_sensitivity_bounds():
+    assert check_threshold(0.3) == 0.3 and check_threshold(1) == 1.0
+    assert check_sensitivity(1.0) == 1.0 and check_sensitivity("0.95") == 0.95
+
+
+@pytest.mark.parametrize("name, value", [("folds", 1), ("folds", 10**6), ("repeats", 0), ("repeats", -2),
+                                         ("repeats", 10**6), ("seed", -1), ("seed", 2**40), ("folds", 2.5)])
+def test_absurd_cross_validation_settings_are_refused(name, value):
+    with pytest.raises(ValueError, match=name):
+        check_setting(name, value)
+
+
+def test_sampling_date_in_the_future_is_refused():
+    today = date.today()
+    assert check_sampling_date(today) == today
+    with pytest.raises(CohortError, match="in the future") as caught:
+        check_sampling_date(date(today.year + 1, 1, 1))
+    assert caught.value.field == "sampling date"

@@ -2,9 +2,11 @@
 
 import io
 from datetime import date
+from pathlib import Path
 
 from PIL import Image
 
+from lympho.data import Patient
 from lympho.decision import inputs_used, model_card, result_key, similar_text, thumbnails
 
 
@@ -22,11 +24,13 @@ def test_result_key_changes_with_any_input_file_or_model():
                 result_key("m1@t", {"count": 10}, [("a.jpg", jpeg("blue"))])}) == 4
 
 
-def test_inputs_used_says_how_the_age_was_derived():
-    used = dict(inputs_used("P-1", "F", 12.5, 49.63, date(1970, 5, 14), None, 0, False))
-    assert used["Age"].startswith("49.6 years at 2020-01-01") and "1970-05-14" in used["Age"]
+def test_inputs_used_says_the_age_at_sampling_and_how_it_was_derived():
+    born = Patient("P-1", "test", -1, "F", 49.63, 12.5, (), dob=date(1970, 5, 14), sampling_date=date(2020, 1, 1))
+    used = dict(inputs_used(born, False))
+    assert used["Age"] == "age at sampling 49.6 years (sampled 2020-01-01), from date of birth 1970-05-14"
     assert used["Images"] == "none needed" and used["Gender"] == "Female"
-    assert "from 76 years today" in dict(inputs_used("P-1", "M", 5, 69.1, None, 76, 3, True))["Age"]
+    typed = Patient("P-1", "test", -1, "M", 76.0, 5.0, (Path("a.jpg"),), sampling_date=date(2026, 3, 2))
+    assert dict(inputs_used(typed, True))["Age"] == "age at sampling 76 years (sampled 2026-03-02), as typed"
 
 
 def test_model_card_names_cohort_features_operating_point_and_versions():

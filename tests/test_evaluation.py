@@ -333,8 +333,9 @@ def test_threshold_for_sensitivity_hand_example(target, expected):
 
 
 def test_threshold_for_sensitivity_errors():
-    with pytest.raises(ValueError, match="within"):
-        threshold_for_sensitivity(Y, P, 1.5)
+    for bad in (1.5, 0, float("nan")):
+        with pytest.raises(ValueError, match="sensitivity must be a finite number in"):
+            threshold_for_sensitivity(Y, P, bad)
     with pytest.raises(ValueError, match="no malignant"):
         threshold_for_sensitivity([0, 0], [0.1, 0.2], 0.9)
 
@@ -363,3 +364,15 @@ def test_reliability_groups_patients_and_scores_the_probabilities():
     assert result["brier"]["mean"] == 0.0 and (table["low"] <= table["fraction"]).all()
     unsure = perfect.assign(probability=0.5)  # every patient at 0.5: Brier 0.25, the no-skill score
     assert reliability(unsure, bins=4)["brier"]["mean"] == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("threshold", [float("nan"), 2, -0.5, 0, float("inf")])
+def test_threshold_functions_refuse_a_threshold_outside_0_1(threshold):
+    """Today a NaN or 2 calls every patient reactive and -0.5 every patient malignant, silently."""
+    oof = pd.DataFrame({"repeat": [1] * 4, "fold": [1, 1, 2, 2], "id": list("abcd"), "y_true": Y, "probability": P})
+    for call in (lambda: operating_point(Y, P, threshold), lambda: oof_estimates(oof, threshold),
+                 lambda: cross_validate(None, [[0]] * 4, Y, list("abcd"), folds=2, threshold=threshold)):
+        with pytest.raises(ValueError, match="threshold must be a finite number in"):
+            call()
+    with pytest.raises(ValueError, match="sensitivity"):
+        threshold_from_repeats(oof, threshold)  # none of them is a target sensitivity either

@@ -7,6 +7,7 @@ seeded, as app.py would leave it; tests/test_browser.py covers the navigation it
 from datetime import date
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -58,6 +59,15 @@ def test_data_page(cohort, isolated_cache):
     assert "magenta: nucleus" in app.get("plotly_chart")[-1].proto.spec  # the segmentation of one cell
 
 
+def test_data_page_shows_the_loaders_warnings(small_cohort, isolated_cache):
+    csv = small_cohort / "trainset" / "trainset_true.csv"
+    table = pd.read_csv(csv, dtype=str)
+    table.loc[2, "LYMPH_COUNT"] = "650"
+    table.to_csv(csv, index=False)
+    app = open_page("data", load_cohort(small_cohort), isolated_cache)
+    assert any("line 4, field LYMPH_COUNT: lymphocyte count 650" in w.value for w in app.warning)
+
+
 def test_data_page_without_cohort_says_what_to_do(isolated_cache):
     app = open_page("data", None, isolated_cache)
     assert "Choose a data directory" in app.info[0].value
@@ -85,7 +95,7 @@ def test_experiment_page_runs_and_stores(cohort, isolated_cache):
     assert "Do the probabilities mean what they say?" in charts and "Brier score" in charts  # calibration, shown
     assert "groups of about equal size by their out-of-fold probability" in texts(app)
     # The operating point moves with the threshold.
-    app.slider(key="exp_result_t").set_value(0.0).run()
+    app.slider(key="exp_result_t").set_value(0.01).run()  # the lowest: a threshold of 0 is refused
     assert "sensitivity **1.000**" in texts(app)
 
 
@@ -253,13 +263,15 @@ def test_score_page_decides_at_the_stored_operating_point_and_clears_stale_resul
     assert "Trained on" in card and "Operating point" in card and "threshold" in card
     app.text_input(key="score_patient_id").input("P-042")
     app.date_input(key="score_dob").set_value(date(1970, 5, 14))
+    app.date_input(key="score_sampling_date").set_value(date(2020, 1, 1))
     app.button[-1].click().run()  # the recommended model uses images: none given is a clear refusal
     assert not app.exception and "no images" in app.error[0].value and not app.metric
     app.selectbox(key="score_model").set_value(str(isolated_cache / "models" / "other")).run()
     app.button[-1].click().run()  # a clinical-only model: no images needed
     assert all("Malignant pattern" in e.value for e in app.error), app.error  # the decision, not a refusal
     shown = texts(app)
-    assert "49.6 years at 2020-01-01" in shown and "from date of birth 1970-05-14" in shown and "P-042" in shown
+    assert "age at sampling 49.6 years (sampled 2020-01-01), from date of birth 1970-05-14" in shown
+    assert "P-042" in shown
     assert "refer for flow cytometry" in shown.lower() or "does not suggest referral" in shown
     assert "not a diagnosis" in shown  # the disclaimer beside the decision
     app.selectbox(key="score_model").set_value(str(isolated_cache / "models" / "recommended")).run()

@@ -2,7 +2,7 @@
 
 import dataclasses
 import json
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
@@ -12,7 +12,7 @@ from lympho.data import REFERENCE_DATE, CohortError, load_cohort
 from lympho.evaluation import LEAVE_ONE_REPEAT_OUT, SIMILAR_PATIENTS, oof_estimates, threshold_for_sensitivity
 from lympho.experiment import ExperimentConfig
 from lympho.scoring import (TARGET_SENSITIVITY, THRESHOLD_REPEATS, ModelError, instance_scores, load_model,
-                            make_patient, model_catalog, save_model, score_patient, train_model)
+                            make_patient, model_catalog, patient_warnings, save_model, score_patient, train_model)
 
 IMAGE_MODEL = ExperimentConfig(features="both", weights="none", precision="fp32", classifier="logreg")
 
@@ -95,8 +95,9 @@ def test_score_one_patient(cohort, saved_model, shared):
     result = score_patient(load_model(saved_model), patient, shared[2])
     assert 0 <= result["probability"] <= 1 and result["prediction"] in (0, 1)
     assert result["n_images"] == len(cohort.select("test")[0].images)
-    # The same age typed on the reference date gives the same model input.
-    by_age = make_patient(folder, "F", 12.5, age=patient.age, today=REFERENCE_DATE)
+    assert result["sampling_date"] == date.today().isoformat()  # sampled today unless told otherwise
+    # The same age at sampling, typed, gives the same model input.
+    by_age = make_patient(folder, "F", 12.5, age=patient.age)
     assert score_patient(load_model(saved_model), by_age, shared[2])["probability"] == \
         pytest.approx(result["probability"])
 
@@ -147,8 +148,8 @@ def test_out_of_fold_predictions_choose_an_operating_point(shared, tmp_path):
     assert 0 <= recall["low"] <= recall["estimate"] <= recall["high"] <= 1
     fixed = model.operating_point_estimate(threshold=0.5)
     assert fixed["estimate"] == oof_estimates(oof, 0.5) and fixed["target_sensitivity"] is None
-    assert model.operating_point(1.01)["sensitivity"] == 0  # nobody called malignant
-    with pytest.raises(ValueError, match="target sensitivity"):
+    assert model.operating_point(1.0)["sensitivity"] == 0  # nobody called malignant
+    with pytest.raises(ValueError, match="sensitivity"):
         model.threshold_for_sensitivity(1.5)
 
 
@@ -203,12 +204,11 @@ def test_score_patient_decides_at_the_threshold(shared):
     assert {k: result[k] for k in ("gender", "lymph_count")} == {"gender": "F", "lymph_count": 12.5}
     assert score_patient(model, patient, cache, threshold=p)["prediction"] == 1
     assert score_patient(model, patient, cache, threshold=min(1.0, p + 1e-9))["prediction"] == int(p >= 1.0)
-    assert score_patient(model, patient, cache, threshold=0)["prediction"] == 1
     similar = result["similar"]  # how often training patients scored alike were malignant, out of fold
     assert similar["k"] == min(SIMILAR_PATIENTS, len(cohort.labelled())) and 0 <= similar["malignant"] <= similar["k"]
     assert similar["low"] <= similar["fraction"] <= similar["high"]
     assert result["experts"] == [] and result["combine"] is None  # one model, not a late fusion
-    for bad in (1.5, -0.1, float("nan"), "high"):
+    for bad in (1.5, -0.1, 0, float("nan"), "high"):  # 0 would call everyone malignant
         with pytest.raises(CohortError, match="threshold"):
             score_patient(model, patient, cache, threshold=bad)
 
@@ -225,16 +225,57 @@ def test_out_of_range_input_is_refused(cohort, kwargs, message):
         make_patient(folder, **kwargs)
 
 
-def test_age_typed_today_becomes_the_age_at_the_reference_date(cohort):
+def test_the_models_age_is_the_age_at_sampling(cohort):
+    """Today a 70-year-old scored in 2026 enters the model as 63.9 (70 minus the years since 2020)."""
     folder = cohort.select("test")[0].images[0].parent
-    # Born 1 January 1956: 70 on 1 January 2026, 64 at the reference date 2020-01-01.
-    typed = make_patient(folder, "M", 30, age=70, today=date(2026, 1, 1))
-    born = make_patient(folder, "M", 30, dob=date(1956, 1, 1))
-    assert born.age == pytest.approx(64.0, abs=0.01)
-    assert typed.age == pytest.approx(born.age, abs=0.01)
-    assert make_patient(folder, "M", 30, age=70, today=REFERENCE_DATE).age == 70.0
-    with pytest.raises(CohortError, match="age at the reference date 2020-01-01"):
-        make_patient(folder, "M", 30, age=3, today=date(2026, 1, 1))
+    sampled = date(2026, 1, 1)
+    typed = make_patient(folder, "M", 30, age=70, sampling_date=sampled)
+    born = make_patient(folder, "M", 30, dob=date(1956, 1, 1), sampling_date=sampled)
+    assert typed.age == 70.0 and born.age == pytest.approx(70.0, abs=0.01)
+    assert typed.sampling_date == born.sampling_date == sampled
+    # The cohort's patients enter with their age at its sampling date, REFERENCE_DATE.
+    assert make_patient(folder, "M", 30, dob=date(1956, 1, 1), sampling_date=REFERENCE_DATE).age == \
+        pytest.approx(64.0, abs=0.01)
+    assert make_patient(folder, "M", 30, age=70).sampling_date == date.today()
+
+
+@pytest.mark.parametrize("kwargs, field, message", [
+    (dict(dob=date(2026, 1, 2), sampling_date=date(2026, 1, 1)), "DOB", "after the sampling date 2026-01-01"),
+    (dict(age=70, sampling_date=date.today() + timedelta(days=1)), "sampling date", "in the future"),
+    (dict(dob=date.today() + timedelta(days=1)), "DOB", "after the sampling date"),
+    (dict(age=70, lymph_count=float("inf")), "LYMPH_COUNT", "finite"),
+    (dict(age=70, lymph_count="nan"), "LYMPH_COUNT", "finite"),
+    (dict(age=float("nan")), "age", "between 0 and 120"),
+    (dict(age=70, gender="  "), "GENDER", "unknown gender"),
+    (dict(age=70, patient_id="../P16"), "ID", "not a plain name"),
+    (dict(age=70, patient_id=" "), "ID", "empty patient ID"),
+])
+def test_patient_values_that_cannot_be_right_are_refused(cohort, kwargs, field, message):
+    folder = cohort.select("test")[0].images[0].parent
+    with pytest.raises(CohortError, match=message) as caught:
+        make_patient(folder, **{"gender": "M", "lymph_count": 30, **kwargs})
+    assert caught.value.field == field
+
+
+def test_implausible_patient_values_are_scored_with_a_warning(cohort):
+    folder = cohort.select("test")[0].images[0].parent
+    assert patient_warnings(make_patient(folder, "M", 30, age=70)) == []
+    warnings = patient_warnings(make_patient(folder, "M", 600, age=115))
+    assert len(warnings) == 2
+    assert warnings[0].startswith("field age:") and "115.0 years is implausible" in warnings[0]
+    assert warnings[1].startswith("field LYMPH_COUNT:") and "600" in warnings[1]
+
+
+def test_predict_and_operating_points_refuse_a_threshold_outside_0_1(shared):
+    """Today predict(threshold=nan or 2) calls every patient reactive, -0.5 every one malignant."""
+    cohort, model, cache = shared
+    for bad in (float("nan"), 2, -0.5, 0):
+        with pytest.raises(ValueError, match="threshold must be a finite number in"):
+            model.predict(cohort.select("test"), cache, threshold=bad)
+        with pytest.raises(ValueError, match="threshold must be a finite number in"):
+            model.operating_point_estimate(threshold=bad)
+        with pytest.raises(ValueError, match="sensitivity must be a finite number in"):
+            model.operating_point_estimate(sensitivity=bad)
 
 
 def test_model_catalog_lists_models_and_reports_damaged_ones(shared, tmp_path):

@@ -12,17 +12,45 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from lympho.data import default_cache_dir, resolve_cohort, usable_cache_dir
+from lympho.data import check_sensitivity, check_setting, check_threshold, default_cache_dir, resolve_cohort, \
+    usable_cache_dir
 from lympho.encoders import ENCODERS, PRECISIONS, WEIGHTS
 from lympho.experiment import FEATURE_SETS, TARGET_SENSITIVITY, ExperimentConfig
 from lympho.models import CLASSIFIERS, COMBINES, FUSIONS, IMAGE_CLASSIFIERS, IMAGE_MODELS, IMBALANCE
 from lympho.pooling import POOLINGS
 
+
+def checked(check):
+    """An argparse type applying ``check`` (a rule of :mod:`lympho.data`) to the option's text:
+    what it refuses stops at parsing, its message shown as the option's error."""
+    def parse(text: str):
+        try:
+            return check(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(getattr(err, "message", str(err))) from None
+    parse.__name__ = check.__name__
+    return parse
+
+
+def setting(name: str):
+    """An argparse type for the cross-validation setting ``name`` (folds, repeats or seed):
+    a whole number within :data:`lympho.data.SETTING_BOUNDS`."""
+    def check(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"{name} must be a whole number, got {text!r}") from None
+        return check_setting(name, value)
+    check.__name__ = name
+    return checked(check)
+
+
 CONFIG_OPTIONS = {  # option -> (type, choices); None means "keep the base config's value"
     "features": (str, FEATURE_SETS), "encoder": (str, tuple(ENCODERS)), "weights": (str, WEIGHTS),
     "pooling": (str, tuple(POOLINGS)), "classifier": (str, CLASSIFIERS),
     "imbalance": (str, IMBALANCE), "precision": (str, PRECISIONS),
-    "folds": (int, None), "repeats": (int, None), "seed": (int, None), "crop": (int, None),
+    "folds": (setting("folds"), None), "repeats": (setting("repeats"), None), "seed": (setting("seed"), None),
+    "crop": (int, None),
     "image_model": (str, None), "fusion": (str, FUSIONS), "combine": (str, COMBINES),
     "image_classifier": (str, IMAGE_CLASSIFIERS), "clinical_weight": (float, None),
 }
@@ -110,10 +138,11 @@ def add_trust_pickle(parser: argparse.ArgumentParser) -> None:
 def add_threshold_options(parser: argparse.ArgumentParser) -> None:
     """``--threshold`` or ``--sensitivity``, overriding a trained model's stored threshold."""
     point = parser.add_mutually_exclusive_group()
-    point.add_argument("--threshold", type=float, help="decision threshold: malignant when probability >= it "
-                       "(default: the model's stored threshold)")
-    point.add_argument("--sensitivity", type=float, help="use the threshold for this out-of-fold sensitivity "
-                       "on the training patients (median over the model's cross-validation repeats)")
+    point.add_argument("--threshold", type=checked(check_threshold), help="decision threshold in (0, 1]: "
+                       "malignant when probability >= it (default: the model's stored threshold)")
+    point.add_argument("--sensitivity", type=checked(check_sensitivity), help="use the threshold for this "
+                       "out-of-fold sensitivity in (0, 1] on the training patients (median over the model's "
+                       "cross-validation repeats)")
 
 
 def chosen_threshold(model, args) -> float:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from pathlib import Path
 
-from lympho.cli.common import add_threshold_options, add_trust_pickle, cache_dir_of, chosen_threshold
-from lympho.data import REFERENCE_DATE, CohortError, parse_dob, write_text_atomic
+from lympho.cli.common import add_threshold_options, add_trust_pickle, cache_dir_of, checked, chosen_threshold
+from lympho.data import CohortError, parse_dob, parse_sampling_date, write_text_atomic
 
 
 def add_parser(commands) -> None:
@@ -18,8 +19,10 @@ def add_parser(commands) -> None:
     score.add_argument("--gender", required=True, help="M or F")
     born = score.add_mutually_exclusive_group(required=True)
     born.add_argument("--dob", help="date of birth: M/D/YYYY, DD-MM-YYYY or YYYY-MM-DD")
-    born.add_argument("--age", type=float, help=f"age today in years; converted to the model's age at "
-                      f"{REFERENCE_DATE} (the age minus the years since then)")
+    born.add_argument("--age", type=float, help="age at sampling in years (on --sampling-date), used as it is")
+    score.add_argument("--sampling-date", type=checked(parse_sampling_date),
+                       help="the day the smear was taken (YYYY-MM-DD; default: today): the models use the age "
+                            "at sampling, computed on it from --dob")
     score.add_argument("--lymph-count", required=True, help="lymphocytes, x10^9/L")
     add_threshold_options(score)
     score.add_argument("--report", type=Path, help="write a one-page HTML report here")
@@ -40,15 +43,17 @@ def patient_images(source: Path, scratch: Path) -> Path | list[Path]:
 
 def cmd_score(args) -> None:
     from lympho import reports
-    from lympho.decision import evidence_text, similar_text
-    from lympho.scoring import instance_scores, load_model, make_patient, score_patient
+    from lympho.decision import age_text, evidence_text, similar_text
+    from lympho.scoring import instance_scores, load_model, make_patient, patient_warnings, score_patient
 
     model = load_model(args.model, trust_pickle=args.trust_pickle)
     dob = parse_dob(args.dob) if args.dob else None
     threshold = chosen_threshold(model, args)
     with tempfile.TemporaryDirectory() as scratch:
         patient = make_patient(patient_images(args.images, Path(scratch)), args.gender, args.lymph_count,
-                               age=args.age, dob=dob)
+                               age=args.age, dob=dob, sampling_date=args.sampling_date)
+        for warning in patient_warnings(patient):  # implausible, not impossible: scored, but check it
+            print(f"warning: {warning}", file=sys.stderr)
         cache_dir = cache_dir_of(args)
         result = score_patient(model, patient, cache_dir, threshold)
         cells = instance_scores(model, patient, cache_dir)
@@ -56,6 +61,8 @@ def cmd_score(args) -> None:
     decision = "malignant" if result["prediction"] else "reactive"
     print(f"probability of malignancy {result['probability']:.3f} -> {decision} at threshold "
           f"{threshold:.3f} ({result['n_images']} images; model: {result['model']})")
+    print(f"inputs: {age_text(patient.age, patient.sampling_date)}, gender {patient.gender}, "
+          f"lymphocyte count {patient.lymph_count:g} x10^9/L")
     evidence, similar = evidence_text(result), similar_text(result)
     if evidence:
         print(f"each expert's probability: {evidence}")

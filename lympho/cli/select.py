@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from lympho.cli.common import ProgressBars, add_data_options, cache_dir_of, comma_list, load
+from lympho.cli.common import ProgressBars, add_data_options, cache_dir_of, checked, comma_list, load, setting
+from lympho.data import check_sensitivity
 from lympho.experiment import write_json_atomic
 from lympho.models import CLASSIFIERS, IMBALANCE
 
@@ -21,8 +22,9 @@ def add_parser(commands) -> None:
                              "configuration's choice, best with --sensitivity 0.95); default: clinical")
     for name, default in (("outer-folds", 3), ("outer-repeats", 3), ("inner-folds", 3), ("inner-repeats", 2),
                           ("seed", 0)):
-        select.add_argument(f"--{name}", type=int, default=default, help=f"default {default}")
-    select.add_argument("--sensitivity", type=float,
+        select.add_argument(f"--{name}", type=setting(name.split("-")[-1]), default=default,
+                            help=f"default {default}")
+    select.add_argument("--sensitivity", type=checked(check_sensitivity),
                         help="judge every candidate at the operating point a trained model stores: its threshold "
                              "for this sensitivity, chosen on the training patients (needs --inner-repeats >= 2); "
                              "default: at probability 0.5")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lympho.cli.common import (ProgressBars, add_config_options, add_data_options, cache_dir_of, config_from, load,
-                               operating_point_lines)
+from lympho.cli.common import (ProgressBars, add_config_options, add_data_options, cache_dir_of, checked, config_from,
+                               load, operating_point_lines, setting)
+from lympho.data import check_sensitivity, check_threshold
 from lympho.experiment import RECOMMENDED, TARGET_SENSITIVITY, THRESHOLD_REPEATS
 
 
@@ -16,11 +17,11 @@ def add_parser(commands) -> None:
     add_config_options(train, RECOMMENDED)
     train.add_argument("--out", type=Path, required=True, help="model directory to write")
     point = train.add_mutually_exclusive_group()
-    point.add_argument("--sensitivity", type=float, default=TARGET_SENSITIVITY,
+    point.add_argument("--sensitivity", type=checked(check_sensitivity), default=TARGET_SENSITIVITY,
                        help=f"store the threshold for this out-of-fold sensitivity, chosen from "
                             f"--threshold-repeats repeats (default {TARGET_SENSITIVITY})")
-    point.add_argument("--threshold", type=float, help="store this fixed threshold instead")
-    train.add_argument("--threshold-repeats", type=int, default=THRESHOLD_REPEATS,
+    point.add_argument("--threshold", type=checked(check_threshold), help="store this fixed threshold instead")
+    train.add_argument("--threshold-repeats", type=setting("repeats"), default=THRESHOLD_REPEATS,
                        help=f"cross-validation repeats to choose and check the threshold (default {THRESHOLD_REPEATS})")
     train.set_defaults(run=cmd_train)
 
