@@ -23,7 +23,7 @@ from lympho.experiment import CLASSIFIER_NAMES, FEATURE_SETS, TARGET_SENSITIVITY
 from lympho.jobs import Job
 from lympho.models import COMBINE_NAMES, COMBINES, FUSIONS, IMAGE_CLASSIFIERS, IMAGE_MODELS
 from lympho.models.classifiers import CLASSIFIERS, IMBALANCE
-from lympho.pooling import POOLINGS
+from lympho.pooling import POOLING_NAMES
 from lympho.runstore import RunStore, display_name
 from app_pages.shell import cache_dir, current_job, remember, set_remembered
 
@@ -54,7 +54,7 @@ def image_options(key: str, base: ExperimentConfig, disabled: bool = False) -> d
                                help=None if cached or not torchvision else
                                f"ImageNet weights are not in the torch hub cache ({hub_checkpoint_path(encoder)}); "
                                "offline, use none.")
-    pooling = right.selectbox("Pooling", tuple(POOLINGS), key=remember(f"{key}_pooling", base.pooling),
+    pooling = right.selectbox("Pooling", POOLING_NAMES, key=remember(f"{key}_pooling", base.pooling),
                               disabled=disabled)
     return {"encoder": encoder, "weights": weights if torchvision else base.weights, "pooling": pooling}
 

@@ -24,7 +24,7 @@ from lympho.data import (SETTING_BOUNDS, Cohort, Patient, categorical_columns, c
                          clinical_names, write_text_atomic)
 from lympho.encoders import ENCODERS, PRECISIONS, WEIGHTS, uses_torchvision_options
 from lympho.models import CLASSIFIERS, COMBINE_NAMES, COMBINES, FUSIONS, IMAGE_CLASSIFIERS, IMAGE_MODELS, IMBALANCE
-from lympho.pooling import POOLINGS, pool_bags, pooled_names
+from lympho.pooling import POOLING_NAMES, pool_bags, pooled_names
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -66,7 +66,7 @@ class ExperimentConfig:
 
     def __post_init__(self):
         choices = {"features": FEATURE_SETS, "encoder": tuple(ENCODERS), "weights": WEIGHTS,
-                   "pooling": tuple(POOLINGS), "classifier": CLASSIFIERS,
+                   "pooling": POOLING_NAMES, "classifier": CLASSIFIERS,
                    "imbalance": IMBALANCE, "precision": PRECISIONS, "fusion": FUSIONS, "combine": COMBINES,
                    "image_classifier": (None, *IMAGE_CLASSIFIERS)}
         for name, allowed in choices.items():
@@ -266,13 +266,14 @@ def record_model(config: ExperimentConfig):
     "both"), one per image model; one expert alone, or their :class:`LateFusion`."""
     from imblearn.pipeline import Pipeline
 
+    from lympho.models.census import view_steps
     from lympho.models.classifiers import make_pipeline
-    from lympho.models.fusion import LateFusion, PatientView
+    from lympho.models.fusion import LateFusion
 
     def tabular(part: str, classifier: str, names: Sequence[str]):
         inner = _logregcv(config) if classifier == "logregcv" else \
             make_pipeline(classifier, config.imbalance, config.seed, categorical_columns(list(names)))
-        return Pipeline([("view", PatientView(part, config.pooling)), *inner.steps])
+        return Pipeline([*view_steps(part, config.pooling, config.seed), *inner.steps])
 
     experts = [("clinical", tabular("clinical", config.classifier, clinical_names(config.log_count)))] \
         if config.features == "both" else []

@@ -6,7 +6,8 @@ extreme one (a few abnormal cells can matter), ``meanmax`` both, and ``moments``
 spread of the population (mean, standard deviation, 10th, 50th and 90th percentiles): a
 monoclonal, malignant population is more homogeneous than a reactive one, which a mean
 cannot show. Learned pooling (attention, top-k) lives with the models (``lympho.models.mil``),
-because it is fitted inside each training fold.
+because it is fitted inside each training fold, and so does the cell census
+(``lympho.models.census``: each patient's share of cells per cluster of the training cells).
 """
 
 from __future__ import annotations
@@ -32,8 +33,20 @@ POOLINGS = {
 }
 
 
+#: The cell census (``lympho.models.census``): a patient's fraction of cells in each of k
+#: clusters of the training patients' cells; fitted inside each training fold, so it is a
+#: step of an expert's pipeline (late fusion, or ``image_classifier``), not a fixed pooling.
+#: name -> k ("census" is k = 32).
+CENSUS_POOLINGS = {"census": 32, **{f"census{k}": k for k in (16, 24, 48, 64)}}
+#: Every name ``--pooling`` accepts.
+POOLING_NAMES = (*POOLINGS, *CENSUS_POOLINGS)
+
+
 def pool_bags(bags: Sequence[np.ndarray], method: str = "mean") -> np.ndarray:
     """Stack one pooled vector per bag into an (n_bags, d') matrix."""
+    if method in CENSUS_POOLINGS:
+        raise ValueError(f"pooling {method!r} is fitted on the training patients' cells, inside each fold: use it "
+                         f"in late fusion (--fusion late) or with --image-classifier")
     if method not in POOLINGS:
         raise ValueError(f"unknown pooling {method!r}; choose one of {', '.join(POOLINGS)}")
     if any(len(bag) == 0 for bag in bags):

@@ -1,4 +1,4 @@
-"""Command line: ``python -m lympho {data,evaluate,ablation,extract,train,predict,score,select,runs}``.
+"""Command line: ``python -m lympho {data,evaluate,ablation,extract,pretrain,train,predict,score,select,runs}``.
 
 Every command calls the same core functions as the dashboard. With no ``--data`` (and
 no ``LYMPHO_DATA``) the synthetic demo cohort is used, and every output says so.
@@ -19,11 +19,11 @@ import os
 import sys
 import threading
 
-from lympho.cli import ablation, data, evaluate, extract, predict, runs, score, select, train
+from lympho.cli import ablation, data, evaluate, extract, predict, pretrain, runs, score, select, train
 from lympho.data import CacheError, CohortError
 
 #: The command modules, in the order ``--help`` lists them.
-COMMANDS = (data, evaluate, ablation, extract, train, predict, score, select, runs)
+COMMANDS = (data, evaluate, ablation, extract, pretrain, train, predict, score, select, runs)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,7 +17,7 @@ from lympho.data import check_sensitivity, check_setting, check_threshold, defau
 from lympho.encoders import ENCODERS, PRECISIONS, WEIGHTS
 from lympho.experiment import FEATURE_SETS, TARGET_SENSITIVITY, ExperimentConfig
 from lympho.models import CLASSIFIERS, COMBINES, FUSIONS, IMAGE_CLASSIFIERS, IMAGE_MODELS, IMBALANCE
-from lympho.pooling import POOLINGS
+from lympho.pooling import POOLING_NAMES
 
 
 def checked(check):
@@ -47,7 +47,7 @@ def setting(name: str):
 
 CONFIG_OPTIONS = {  # option -> (type, choices); None means "keep the base config's value"
     "features": (str, FEATURE_SETS), "encoder": (str, tuple(ENCODERS)), "weights": (str, WEIGHTS),
-    "pooling": (str, tuple(POOLINGS)), "classifier": (str, CLASSIFIERS),
+    "pooling": (str, POOLING_NAMES), "classifier": (str, CLASSIFIERS),
     "imbalance": (str, IMBALANCE), "precision": (str, PRECISIONS),
     "folds": (setting("folds"), None), "repeats": (setting("repeats"), None), "seed": (setting("seed"), None),
     "crop": (int, None),

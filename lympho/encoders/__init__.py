@@ -11,6 +11,9 @@ features. Kinds:
   (``lympho/encoders/torchvision.py``); batched, on the accelerator.
 - ``morphology``: named nucleus / cytoplasm shape, colour and texture features from
   scikit-image (``lympho/encoders/morphology.py``); per image, on the CPU, no torch.
+- ``ssl``: a small ResNet trained by self-supervision on the cohort's own cells
+  (``lympho/encoders/ssl.py``; trained by ``python -m lympho pretrain``,
+  ``lympho/encoders/pretraining.py``); its cache key carries the weights' hash.
 
 This module imports neither torch nor scikit-image: the registry's names are cheap to list,
 and an encoder's module is imported only when :func:`make_encoder` builds one.
@@ -26,7 +29,7 @@ import numpy as np
 
 #: name -> kind (the module under ``lympho/encoders/`` that builds it)
 ENCODERS = {"resnet18": "torchvision", "resnet34": "torchvision", "resnet50": "torchvision",
-            "vgg16": "torchvision", "morphology": "morphology"}
+            "vgg16": "torchvision", "morphology": "morphology", "ssl": "ssl"}
 WEIGHTS = ("imagenet", "none")
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -74,13 +77,18 @@ def make_encoder(name: str, weights: str = "imagenet", precision: str = "auto", 
                  crop: int | None = None, decoder: str = "auto") -> Encoder:
     """Build the encoder registered as ``name``. ``weights``, ``precision``, ``device``,
     ``crop`` and ``decoder`` (``auto``, ``pil``, ``device``) apply to the torchvision kind;
-    the morphology encoder has fixed geometry and runs on the CPU, so it ignores them."""
+    the morphology encoder has fixed geometry and runs on the CPU, so it ignores them; the ssl
+    encoder takes ``device`` only (its weights: :func:`lympho.encoders.ssl.find_weights`)."""
     if name not in ENCODERS:
         raise ValueError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}")
     if ENCODERS[name] == "morphology":
         from lympho.encoders.morphology import MorphologyEncoder
 
         return MorphologyEncoder()
+    if ENCODERS[name] == "ssl":
+        from lympho.encoders.ssl import SSLEncoder
+
+        return SSLEncoder(device=device)
     from lympho.encoders.torchvision import TorchvisionEncoder
     from lympho.encoders.preprocessing import Preprocessing
 
