@@ -63,10 +63,18 @@ def finish(process: subprocess.Popen) -> tuple[str, str]:
 
 
 def children(pid: int) -> list[int]:
-    found = []
+    """The process's forked children (its workers): same command line, unlike a helper it runs."""
+    found, command = [], Path(f"/proc/{pid}/cmdline").read_bytes()
     for task in Path(f"/proc/{pid}/task").iterdir():
         found += [int(child) for child in (task / "children").read_text().split()]
-    return found
+    return [child for child in found if _command(child) == command]
+
+
+def _command(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # ended meanwhile
+        return b""
 
 
 def last_line(err: str) -> str:
