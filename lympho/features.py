@@ -109,7 +109,10 @@ def _ahead(submit: Callable, chunks: Sequence, window: int) -> Iterator:
 
 def _exit_cause(pool: ProcessPoolExecutor) -> str:
     """How the pool's first broken worker ended (a signal or an exit code), from its processes."""
-    codes = [p.exitcode for p in getattr(pool, "_processes", {}).values() if p.exitcode]
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for process in processes:
+        process.join(timeout=2)  # the pool is reaping them
+    codes = [p.exitcode for p in processes if p.exitcode]
     killed = [c for c in codes if c < 0 and -c != signal.SIGTERM] or codes  # the others were stopped by the pool
     if not killed:
         return "it ended abruptly"
