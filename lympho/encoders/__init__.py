@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -65,6 +66,16 @@ def describe(encoder: Encoder) -> dict:
     """The encoder's identity as plain JSON: name, version and resolved parameters; run
     records and model files carry it so a result can be traced to what produced it."""
     return {"name": encoder.name, "version": encoder.version, **encoder.params()}
+
+
+def source_version(*files) -> str:
+    """A digest of an encoder's source files, its ``version``: any change of the code that
+    computes its output changes its cache key, without anyone remembering to bump a number
+    (a comment's edit recomputes the features once, which is the safe side)."""
+    digest = hashlib.blake2b(digest_size=6)
+    for file in files:
+        digest.update(Path(file).read_bytes())
+    return digest.hexdigest()
 
 
 def cache_key(encoder: Encoder) -> str:

@@ -36,9 +36,11 @@ from scipy.spatial import ConvexHull, QhullError
 from skimage.feature import graycomatrix, graycoprops, local_binary_pattern
 
 from lympho.data import read_image
+from lympho.encoders import source_version
 
-#: Bump when a change alters the features, so cached ones are not reused.
-VERSION = "1"
+#: A digest of this file: any change of what it computes changes the cache key (the
+#: parameters below and the libraries' versions are in ``params()`` besides).
+VERSION = source_version(__file__)
 SCALE = 2  # working grid: half resolution of the 224 px original
 WORK = 112  # the original's 224 px at half resolution
 CROP = 80  # central crop of the working grid

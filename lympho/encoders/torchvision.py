@@ -22,9 +22,11 @@ from urllib.error import URLError
 
 import numpy as np
 
+import lympho.decoding as decoding_module
+import lympho.encoders.preprocessing as preprocessing_module
 from lympho.data import CohortError
 from lympho.decoding import decode_batch, is_plain_jpeg
-from lympho.encoders import PRECISIONS, WEIGHTS, WeightsUnavailable
+from lympho.encoders import PRECISIONS, WEIGHTS, WeightsUnavailable, source_version
 from lympho.encoders.preprocessing import Preprocessing
 from lympho.memory import keep_freed_memory
 
@@ -33,9 +35,10 @@ if TYPE_CHECKING:
     from torch import nn
 
 RANDOM_INIT_SEED = 0  # "none" weights are a fixed random initialisation, not a fresh one
-#: Version of the code that builds and runs a backbone (trunks, folding, normalisation):
-#: bump it when a change alters the features, so cached ones are not reused.
-BUILD_VERSION = "2"
+#: Version of the code that builds and runs a backbone (trunks, folding, normalisation),
+#: prepares its input and decodes it on the device: a digest of those files, so that any
+#: change of them changes the cache key.
+BUILD_VERSION = source_version(__file__, preprocessing_module.__file__, decoding_module.__file__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Device nodes of the GPU drivers (NVIDIA, AMD ROCm, WSL): with none of them, torch cannot
