@@ -5,6 +5,7 @@ import streamlit as st
 from lympho import figures
 from lympho.data import LABEL_NAMES, overview, read_image
 from lympho.encoders import morphology
+from app_pages import cells
 from app_pages.common import synthetic_banner
 from app_pages.shell import current_cohort, remember
 
@@ -52,3 +53,5 @@ st.plotly_chart(figures.cell_segmentation(morphology.masks(cell)), key="cell_seg
 st.caption("The central 160 px of the crop at half resolution; the nucleus is found by Otsu's threshold on the "
            "red channel's darkness, the cell as bluish pixels near it. A failed segmentation is a flag column "
            "of the encoder, never a dropped cell.")
+
+cells.show(cohort, cell)

@@ -18,7 +18,8 @@ from lympho.jobs import Job
 SLOT_PAGES = {"experiment": ("app_pages/experiment.py", "Experiment"),
               "ablation": ("app_pages/ablation.py", "Ablation"),
               "train_model": ("app_pages/score.py", "Score a patient"),
-              "submission": ("app_pages/runs.py", "Runs")}
+              "submission": ("app_pages/runs.py", "Runs"),
+              "pretrain": ("app_pages/data.py", "Data"), "cellspace": ("app_pages/data.py", "Data")}
 REMEMBERED = "_remembered_keys"
 KEEP = "_kept_"
 

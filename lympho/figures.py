@@ -554,3 +554,37 @@ def cell_segmentation(masks: Mapping, title: str = "Segmentation used by the mor
     fig.update_xaxes(visible=False, showline=False)
     fig.update_yaxes(visible=False, showline=False, scaleanchor="x")
     return fig
+
+
+# --------------------------------------------------------------------------- the ssl encoder
+
+def pretraining_loss(losses: Sequence[float], epochs: int | None = None,
+                     title: str = "Self-supervised pretraining: contrastive loss per epoch") -> go.Figure:
+    """The mean SimCLR loss of each epoch so far (lower: the two views of a cell are told
+    apart from the other cells more easily); the x axis spans ``epochs`` when known."""
+    fig = go.Figure(go.Scatter(x=np.arange(1, len(losses) + 1), y=list(losses), mode="lines+markers",
+                               line=dict(color=NEUTRAL), hovertemplate="epoch %{x}: loss %{y:.3f}<extra></extra>"))
+    _styled(fig, title, height=320, margin=dict(l=60, r=20, t=50, b=50))
+    fig.update_xaxes(title_text="Epoch", range=[0.5, max(epochs or 0, len(losses), 1) + 0.5])
+    fig.update_yaxes(title_text="NT-Xent loss")
+    return fig
+
+
+def census_shares(shares: pd.DataFrame, patient: str | None = None,
+                  title: str = "Cell census: share of each cluster among a patient's cells") -> go.Figure:
+    """Per cluster, the mean share of reactive and of malignant patients' cells (bars), and
+    with ``patient`` (a column of ``shares``) that patient's own share (black markers)."""
+    clusters = [f"C{c}" for c in shares["cluster"]]
+    fig = go.Figure()
+    for name in ("Reactive", "Malignant"):
+        fig.add_trace(go.Bar(x=clusters, y=shares[name], name=f"{name} patients (mean)",
+                             marker_color=LABEL_COLORS[name],
+                             hovertemplate=f"%{{x}}: %{{y:.1%}} of a {name.lower()} patient's cells<extra></extra>"))
+    if patient is not None:
+        fig.add_trace(go.Scatter(x=clusters, y=shares[patient], name=_text(patient), mode="markers",
+                                 marker=dict(color=INK, size=11, symbol="diamond"),
+                                 hovertemplate="%{x}: %{y:.1%} of this patient's cells<extra></extra>"))
+    _styled(fig, title, height=380, barmode="group", margin=dict(l=60, r=20, t=50, b=50))
+    fig.update_xaxes(title_text="Cluster of cells (learned space)")
+    fig.update_yaxes(title_text="Share of the patient's cells", tickformat=".0%")
+    return fig

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 #: What ``done`` counts in each stage, for the progress line.
 UNITS = {"extract": ("images encoded", "img/s"), "folds": ("folds fitted", "folds/s"),
+         "cells": ("cells decoded", "cells/s"), "pretrain": ("pretraining steps", "steps/s"),
          "demo": ("patients generated", "patients/s")}
 
 

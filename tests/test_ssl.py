@@ -120,3 +120,24 @@ def test_cli_pretrain_end_to_end(small_cohort, isolated_cache, capsys):
     record = json.loads((weights.parent / "record.json").read_text())
     assert record["epochs"] == 2 and record["command"] is None  # argv is pytest's, not a pretrain command
     assert make_encoder("ssl", device="cpu").digest == record["weights_sha256"]
+
+
+def test_data_page_cell_space_and_census(small_cohort, isolated_cache, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    app = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app_pages" / "data.py"), default_timeout=120)
+    app.session_state["cohort"] = load_cohort(small_cohort)
+    app.session_state["cache_dir"] = str(isolated_cache)
+    app.run()
+    assert any("python -m lympho pretrain" in str(e.value) for e in app.info)  # no weights yet: how to train them
+    assert any(b.label == "Pretrain the cell encoder" for b in app.button)
+    monkeypatch.setenv(ssl.WEIGHTS_ENV, str(tiny_weights(tmp_path, seed=0)))
+    app.run()
+    next(b for b in app.button if b.label == "Embed every cell of the cohort").click().run()
+    app.session_state["jobs"]["cellspace"].wait(120)
+    app.run()
+    app.run()
+    assert not app.exception, app.exception
+    assert any("nearest the chosen cell" in str(m.value) for m in app.markdown)
+    assert "Cell census" in app.get("plotly_chart")[-1].proto.spec
+    assert any(str(m.value).startswith("**C") for m in app.markdown)  # a strip of typical cells per cluster

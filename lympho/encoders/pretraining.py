@@ -399,3 +399,14 @@ def pretrain(cohort: Cohort, cache_dir: Path, settings: Settings = CPU_SETTINGS,
     ssl.set_current(cache_dir, destination)
     record["folder"] = str(destination)
     return record
+
+
+def stage_progress(progress: Callable[[str, int, int], None], state: dict) -> Progress:
+    """:func:`pretrain`'s progress as a background job's ``(stage, done, total)`` ("cells"
+    decoded, then "pretrain" steps), keeping the loss curve and the epoch count in ``state``
+    (for a live chart)."""
+    def report(values: dict) -> None:
+        if "losses" in values:
+            state["losses"], state["epochs"] = list(values["losses"]), values["epochs"]
+        progress("cells" if values["stage"] == "decode" else "pretrain", values["done"], values["total"])
+    return report

@@ -30,7 +30,7 @@ class CellCensus(TransformerMixin, BaseEstimator):
     ``scale_``, ``centres_`` (in standardised units), ``n_features_in_`` (1: one bag per row).
     """
 
-    def __init__(self, n_clusters: int = 32, max_cells: int = 20000, n_init: int = 3, random_state: int = 0):
+    def __init__(self, n_clusters: int = 32, max_cells: int = 20000, n_init: int = 1, random_state: int = 0):
         self.n_clusters, self.max_cells, self.n_init, self.random_state = n_clusters, max_cells, n_init, random_state
 
     def fit(self, X, y=None):
