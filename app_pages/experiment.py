@@ -3,7 +3,7 @@
 import streamlit as st
 
 from lympho.experiment import run_experiment
-from lympho.scoring import RECOMMENDED
+from lympho.experiment import RECOMMENDED
 from app_pages.common import config_form, finished_job, load_config_state, run_store, show_run, synthetic_banner
 from app_pages.shell import cache_dir, current_cohort, current_job, job_busy, start_job
 

@@ -4,10 +4,11 @@ published numbers, and the three ways in (explore, score, present)."""
 import streamlit as st
 
 from lympho import figures, reference
+from lympho.decision import weakest_text, zone_lines
+from lympho.experiment import RECOMMENDED
+from lympho.reports import subgroup_table
 from lympho.runstore import RunStore
 from app_pages.shell import cache_dir
-
-ESTIMATE = reference.RECOMMENDED_ESTIMATE
 
 st.title("Reactive or malignant lymphocytosis?")
 st.markdown(
@@ -50,32 +51,43 @@ with left:
                    f"{frame.n_images.min()}–{frame.n_images.max()} images per patient.")
 with right:
     st.subheader("The recommended model")
-    ba, recall, nested = ESTIMATE["balanced_accuracy"], ESTIMATE["recall"], ESTIMATE.get("nested")
-    name = figures.config_name(ESTIMATE["label"], ESTIMATE["config"])
-    point = ESTIMATE.get("operating_point")
-    if point:  # how the tool decides comes first; probability 0.5 is the conventional comparison
-        at = {m: f"{point[m]['estimate']:.3f}** ({point[m]['ci_low']:.2f}–{point[m]['ci_high']:.2f})"
-              for m in ("balanced_accuracy", "recall", "specificity")}
-        st.markdown(f"**{name}**, as it decides, at its stored threshold **{point['threshold']:.3f}** (chosen "
-                    f"for {point['target_sensitivity']:.0%} sensitivity): balanced accuracy "
-                    f"**{at['balanced_accuracy']}, recall **{at['recall']}, specificity **{at['specificity']}")
-        st.caption(f"Threshold and estimate from {point['computed_on']}: each repeat decided at the median "
-                   f"threshold of the other repeats, 95% CI by bootstrap over patients.")
-    st.markdown(f"{'At probability 0.5 instead' if point else f'**{name}**'}: balanced accuracy "
-                f"**{ba['estimate']:.3f}** (95% CI {ba['ci_low']:.2f}–{ba['ci_high']:.2f}; spread across folds "
-                f"{ba['mean']:.3f} ± {ba['std']:.3f}), recall {recall['estimate']:.3f} "
-                f"({recall['ci_low']:.2f}–{recall['ci_high']:.2f})")
-    st.caption(f"Computed on {ESTIMATE['computed_on']}; {ESTIMATE['source']}.")
-    if nested:
-        figure = nested["balanced_accuracy"]
-        st.caption(f"Choosing the best of several models and its threshold on the same patients flatters them: "
-                   f"the whole choice, cross-validated (nested), gives **{figure['estimate']:.3f}** (95% CI "
-                   f"{figure['ci_low']:.2f}–{figure['ci_high']:.2f}), recall {nested['recall']['estimate']:.3f}; "
-                   f"{nested['computed_on']}.")
+    stored = reference.recommended_promise()
+    if stored is None:
+        st.info("No promise measured yet: run `python benchmarks/promise.py`.")
+    else:
+        point, estimate = stored["operating_point"], stored["operating_point"]["estimate"]
+        figures_ = {m: f"**{estimate['metrics'][m]['estimate']:.3f}** ({estimate['metrics'][m]['low']:.2f}–"
+                       f"{estimate['metrics'][m]['high']:.2f})" for m in ("balanced_accuracy", "recall", "specificity")}
+        st.markdown(f"**What a new patient gets** (the promise): balanced accuracy {figures_['balanced_accuracy']}, "
+                    f"sensitivity {figures_['recall']}, specificity {figures_['specificity']}, deciding at "
+                    f"threshold {point['threshold']:.3f} ({point['rule']['text']}).")
+        design = estimate["design"]
+        st.caption(f"95% intervals. Nested cross-validation of the whole training procedure on the "
+                   f"{stored['cohort']['n_labelled']} labelled real patients ({design['outer_repeats']} x "
+                   f"{design['outer_folds']}-fold outer, {design['inner_repeats']} x {design['inner_folds']}-fold "
+                   f"inner): the configuration (one of {len(design['candidates'])}) and the threshold are chosen "
+                   f"on the training part of every split, and again in each of {estimate['n_bootstrap']} "
+                   f"bootstrap draws over patients. The threshold ranged {point['threshold_range']['min']:.3f}–"
+                   f"{point['threshold_range']['max']:.3f} over the repeats. Measured {stored['computed']} on "
+                   f"{stored['machine']} ({stored['command']}).")
+        weakest = weakest_text(stored["subgroups"])
+        if weakest:
+            st.markdown(f"**Where it is weakest:** {weakest[0].upper()}{weakest[1:]}.")
+        with st.expander("By subgroup, triage zones, and the apparent figure", icon=":material/groups:"):
+            st.dataframe(subgroup_table(stored["subgroups"]), hide_index=True)
+            st.caption("Nested out-of-fold decisions at the stored threshold, by age at sampling, lymphocyte "
+                       "count (×10⁹/L) and gender; 95% bootstrap intervals within each band. n/a: the band has "
+                       "no patient of the class the metric needs.")
+            st.markdown("  \n".join(zone_lines(point)))
+            apparent = point["apparent"]["metrics"]
+            st.caption("Apparent, measured on the same patients the configuration and threshold were chosen on "
+                       "(optimistic, not the promise): balanced accuracy "
+                       f"{apparent['balanced_accuracy']['estimate']:.3f}, sensitivity "
+                       f"{apparent['recall']['estimate']:.3f}, specificity {apparent['specificity']['estimate']:.3f}.")
 
 ours = None
 if cohort is not None:
-    wanted = ESTIMATE["config"]
+    wanted = RECOMMENDED.to_dict()
     mine = [r for r in RunStore(cache_dir() / "runs").runs()
             if all(r["config"].get(k) == v for k, v in wanted.items()) and r["cohort"]["root"] == str(cohort.root)]
     if mine:

@@ -10,10 +10,12 @@ import streamlit as st
 from lympho import reports
 from lympho.data import MAX_AGE, MAX_LYMPH_COUNT, CohortError
 from lympho.decision import (DISCLAIMER_SHORT, evidence_text, inputs_used, model_card, operating_point_text,
-                             result_key, similar_text, thumbnails)
-from lympho.scoring import (RECOMMENDED, ModelError, instance_scores, load_model, make_patient, model_catalog,
+                             promise_text, result_key, similar_text, thumbnails, zone_text)
+from lympho.experiment import RECOMMENDED
+from lympho.scoring import (ModelError, instance_scores, is_recommended, load_model, make_patient, model_catalog,
                             patient_warnings, save_model, score_patient, train_model)
 from lympho.uploads import UPLOAD_SUFFIXES, save_uploads
+from app_pages import cells
 from app_pages.common import config_form, finished_job
 from app_pages.shell import cache_dir, job_busy, remember, start_job
 
@@ -48,7 +50,7 @@ def recommended_first(catalog, synthetic: bool | None):
     """The recommended model (of the loaded cohort's kind, real or demo) first, then newest first."""
     def rank(item):
         meta = item[1]
-        return (meta["config"] != RECOMMENDED.to_dict(), meta["cohort"]["synthetic"] != synthetic)
+        return (not is_recommended(meta), meta["cohort"]["synthetic"] != synthetic)
     return sorted(catalog, key=rank)
 
 
@@ -61,15 +63,18 @@ with st.expander("Train a model on the loaded cohort", expanded=not catalog, ico
     if cohort is None:
         st.info("Load a cohort in the sidebar first.")
     else:
-        st.caption("Any configuration, image-based ones included: it is fitted on every labelled patient, and "
-                   "cross-validated to choose its operating point. Defaults: the recommended configuration.")
+        st.caption("Any configuration, image-based ones included: it is fitted on every labelled patient, "
+                   "cross-validated to choose its operating point, and its promise is measured by nested "
+                   "cross-validation. Defaults: the recommended procedure, which chooses between the "
+                   "recommended configuration's poolings inside every training set.")
         train_config = config_form("train", RECOMMENDED, disabled=job_busy(SLOT))
         if train_config is not None and st.button(f"Train {train_config.label()}", type="primary",
                                                   disabled=job_busy(SLOT)):
             cache, target = cache_dir(), models_dir / model_folder(train_config, cohort.synthetic)
 
             def work(progress):
-                return save_model(train_model(cohort, train_config, cache, progress), target)
+                procedure = None if train_config == RECOMMENDED else train_config  # None: the recommended procedure
+                return save_model(train_model(cohort, procedure, cache, progress), target)
 
             start_job(SLOT, f"Training {train_config.label()}", work, context=train_config)
             st.rerun()
@@ -90,7 +95,7 @@ left, right = st.columns([3, 2])
 chosen = left.selectbox("Model", paths, key=remember("score_model", paths[0]),
                         format_func=lambda p: f"{metas[p]['label']} · {metas[p]['cohort']['n_labelled']} patients"
                                               f"{' (synthetic demo)' if metas[p]['cohort']['synthetic'] else ''}"
-                                              f"{' · recommended' if metas[p]['config'] == RECOMMENDED.to_dict() else ''}")
+                                              f"{' · recommended' if is_recommended(metas[p]) else ''}")
 meta = metas[chosen]
 trust = meta["format"] == 1 and left.checkbox(
     "Trust this old model file", key="trust_pickle",
@@ -180,6 +185,10 @@ if shown is not None:
     result = shown["result"]
     malignant = result["prediction"] == 1
     st.divider()
+    zone = zone_text(result.get("zone", "n/a"), model.meta)
+    if zone:  # the triage zone first: it holds up better than one cut when new patients differ
+        show_zone = {"rule-out": st.success, "refer": st.warning, "rule-in": st.error}[result["zone"]]
+        show_zone(f"**Triage zone: {zone}**", icon=":material/triage:")
     risk, decision = st.columns([1, 2])
     risk.metric("Probability of malignancy", f"{result['probability']:.1%}",
                 f"threshold {result['threshold']:.3f}", delta_color="off", delta_arrow="off")
@@ -190,13 +199,15 @@ if shown is not None:
         else:
             st.success(f"**Reactive pattern: this model does not suggest referral.**  \n{DISCLAIMER_SHORT}",
                        icon=":material/check_circle:")
+        promise = promise_text(model.meta.get("operating_point"))
+        if promise and not advanced:
+            st.caption(f"The model's promise at this threshold (nested cross-validation of its whole training "
+                       f"procedure, 95% intervals): {promise}.")
         if model.meta.get("oof") and advanced:
             chosen_point = model.operating_point_estimate(threshold=result["threshold"])
-            st.caption("At this threshold, on the training patients: "
-                       + operating_point_text(model.meta, chosen_point).split("; ", 1)[-1])
+            st.caption("A threshold chosen here has no promise: " + operating_point_text(model.meta, chosen_point))
         elif model.meta.get("oof"):
-            st.caption("At the stored operating point, on the training patients: "
-                       + operating_point_text(model.meta).split("; ", 1)[-1])
+            st.caption(operating_point_text(model.meta))
     st.markdown("**Inputs as used:** " + " · ".join(f"{name}: {value}" for name, value in shown["used"])
                 + f" · Model: {result['model']}")
     for warning in shown["warnings"]:
@@ -231,3 +242,5 @@ if shown is not None:
     st.download_button("Download the one-page report",  # built on click: it embeds the top cells as base64
                        lambda: reports.patient_report_html(result, shown["ranked"][:12], shown["measure"] or ""),
                        f"lympho-report-{re.sub(r'[^A-Za-z0-9_.-]+', '_', result['id'])}.html", "text/html")
+    if shown["thumbs"] and cohort is not None:
+        cells.score_census(cohort, shown["thumbs"])

@@ -64,24 +64,138 @@ def _interval(estimate: Mapping | None, metric: str) -> str | None:
 
 
 def operating_point_text(meta: Mapping, point: Mapping | None = None) -> str:
-    """How the model's stored threshold (or ``point``, another operating point of it) was chosen
-    and what it reached out of fold, with intervals."""
+    """How the model's stored threshold was chosen, its range over the repeats and its apparent
+    figures; with ``point`` (another threshold of the same model, e.g. one chosen on the Score
+    page), what that threshold reaches on the training patients' out-of-fold predictions. Both
+    are apparent: measured on the patients the threshold (or the configuration) was chosen on,
+    by the procedure or by the user, so they are labelled so; the promise is
+    :func:`promise_text`."""
+    stored = point is None
     point = point or meta.get("operating_point") or {}
-    threshold = float(point.get("threshold", 0.5))
-    target = point.get("target_sensitivity")
-    estimate = point.get("estimate")
-    repeats = f" from {estimate['repeats']} CV repeats" if estimate and estimate.get("repeats") else ""
-    how = (f"chosen for a sensitivity of {target:.0%}{repeats} on the training patients' out-of-fold predictions"
-           if target else "fixed")
-    parts, named = [f"threshold {threshold:.3f}, {how}"], set()
-    for metric, name in (("sensitivity", "sensitivity"), ("recall", "sensitivity"), ("specificity", "specificity"),
-                         ("balanced_accuracy", "balanced accuracy")):
-        text = _interval(estimate, metric)
-        if text and name not in named:
-            named.add(name)
-            parts.append(f"{name} {text}")
-    method = f" ({estimate['method']})" if estimate and estimate.get("method") else ""
-    return "; ".join(parts) + method
+    threshold, target = float(point.get("threshold", 0.5)), point.get("target_sensitivity")
+    how = (point.get("rule") or {}).get("text") or (f"threshold for {target:.0%} sensitivity" if target
+                                                     else "fixed" if stored else "chosen on this page")
+    parts = [f"threshold {threshold:.3f} ({how})"]
+    spread = point.get("threshold_range") if stored else None
+    if spread:
+        parts.append(f"the repeats' thresholds ranged {spread['min']:.3f}–{spread['max']:.3f}")
+    estimate = point.get("apparent") or point.get("estimate")
+    if estimate and estimate.get("kind") != "nested":
+        figures = [f"{name} {_interval(estimate, metric)}" for metric, name in
+                   (("recall", "sensitivity"), ("specificity", "specificity"), ("balanced_accuracy",
+                                                                              "balanced accuracy"))
+                   if _interval(estimate, metric)]
+        parts.append("apparent, on the training patients' out-of-fold predictions: " + ", ".join(figures)
+                     + (f" ({estimate['method']})" if estimate.get("method") else ""))
+    return "; ".join(parts)
+
+
+def figure_text(value: Mapping | None, digits: int = 2) -> str:
+    """``0.85 (0.78–0.91)`` from an ``estimate, low, high`` record; ``n/a`` where undefined."""
+    if not value or value.get("estimate") is None:
+        return "n/a"
+    if value.get("low") is None or value["low"] != value["low"]:
+        return f"{value['estimate']:.{digits}f}"
+    return f"{value['estimate']:.{digits}f} ({value['low']:.{digits}f}–{value['high']:.{digits}f})"
+
+
+PROMISE_METRICS = (("balanced_accuracy", "balanced accuracy"), ("recall", "sensitivity"),
+                   ("specificity", "specificity"))
+
+
+def promise_text(point: Mapping | None) -> str | None:
+    """The model's promise in one line, e.g. ``balanced accuracy 0.85 (0.78–0.91), sensitivity
+    0.93 (0.87–0.98), specificity 0.77 (0.62–0.90)``, with the 95 % intervals; None for a
+    model saved without one (older models, or too few patients for the nested design)."""
+    estimate = (point or {}).get("estimate")
+    if not estimate or estimate.get("kind") != "nested":
+        return None
+    return ", ".join(f"{name} {figure_text(estimate['metrics'][metric])}" for metric, name in PROMISE_METRICS)
+
+
+def promise_lines(point: Mapping) -> list[str]:
+    """The promise first, how it was measured, the threshold and its range, then the apparent
+    figure labelled as such: what ``train`` prints and the model card condenses."""
+    estimate, rule = point.get("estimate"), point.get("rule") or {}
+    how = rule.get("text") or ("fixed threshold" if not point.get("target_sensitivity")
+                               else f"threshold for {point['target_sensitivity']:.0%} sensitivity")
+    spread = point.get("threshold_range")
+    lines = []
+    if promise_text(point):
+        design = estimate["design"]
+        lines += [f"promise (what a new patient gets): {promise_text(point)}",
+                  f"  {estimate['level']:.0%} intervals; nested cross-validation of the whole training procedure on "
+                  f"{estimate['n_patients']} patients ({design['outer_repeats']} x {design['outer_folds']}-fold "
+                  f"outer, {design['inner_repeats']} x {design['inner_folds']}-fold inner; "
+                  f"{len(design['candidates'])} candidate(s)), the configuration and threshold re-chosen in each "
+                  f"of {estimate['n_bootstrap']} bootstrap draws over patients"]
+    lines.append(f"decision: malignant when probability >= {float(point.get('threshold', 0.5)):.3f} ({how}"
+                 + (f"; the repeats' thresholds ranged {spread['min']:.3f}-{spread['max']:.3f}" if spread else "")
+                 + (f", the outer splits' {estimate['thresholds']['min']:.3f}-{estimate['thresholds']['max']:.3f}"
+                    if estimate and estimate.get("thresholds") else "") + ")")
+    apparent = point.get("apparent") if estimate and estimate.get("kind") == "nested" else point.get("estimate")
+    if apparent:
+        label = "apparent, measured on the patients it was chosen on (optimistic)" \
+            if point.get("apparent") is apparent else f"out of fold ({apparent.get('method', '')})"
+        lines.append(f"  {label}: " + ", ".join(f"{name} {figure_text(apparent['metrics'][metric])}"
+                                                for metric, name in PROMISE_METRICS))
+    return lines + zone_lines(point)
+
+
+def zone_lines(point: Mapping) -> list[str]:
+    """The triage zones: thresholds, and each zone's nested share of patients and error rate."""
+    zones = point.get("zones") or {}
+    nested = zones.get("nested")
+    if zones.get("rule_out") is None:
+        return []
+    rule_out, rule_in = zones["rule_out"], max(zones["rule_in"], zones["rule_out"])
+    lines = [f"triage zones: rule-out (reactive) below {rule_out:.3f} (threshold for 98% sensitivity), "
+             f"rule-in (malignant) at or above {rule_in:.3f} (threshold for 95% specificity), indeterminate: "
+             f"refer between"]
+    if nested:
+        lines.append("  nested: rule-out " + figure_text(nested["rule-out"]["fraction"]) + " of patients, "
+                     + figure_text(nested["rule-out"]["error_rate"]) + " of them malignant (sensitivity "
+                     + figure_text(nested["rule-out"]["sensitivity"]) + "); refer "
+                     + figure_text(nested["refer"]["fraction"]) + "; rule-in " + figure_text(nested["rule-in"]["fraction"])
+                     + ", " + figure_text(nested["rule-in"]["error_rate"]) + " of them reactive (specificity "
+                     + figure_text(nested["rule-in"]["specificity"]) + ")")
+    return lines
+
+
+def zone_text(zone: str, meta: Mapping) -> str | None:
+    """A scored patient's triage zone in words with the model's zone thresholds, e.g.
+    ``indeterminate: refer (rule-out below 0.121, rule-in from 0.702)``; None for a model
+    saved without zones."""
+    from lympho.promise import ZONE_TEXT
+
+    zones = (meta.get("operating_point") or {}).get("zones") or {}
+    if zone not in ZONE_TEXT or zones.get("rule_out") is None:
+        return None
+    return (f"{ZONE_TEXT[zone]} (rule-out below {zones['rule_out']:.3f}, rule-in from "
+            f"{max(zones['rule_in'], zones['rule_out']):.3f})")
+
+
+def subgroup_lines(rows: Sequence[Mapping]) -> list[str]:
+    """One line per clinical subgroup: patients, and balanced accuracy, sensitivity, specificity."""
+    return [f"{row['group']} {row['band']}: {row['n']} patients ({row['malignant']} malignant, {row['reactive']} "
+            f"reactive); " + ", ".join(f"{name} {figure_text(row[metric])}" for metric, name in PROMISE_METRICS)
+            for row in rows]
+
+
+def weakest_text(rows: Sequence[Mapping]) -> str | None:
+    """Where the model is least reliable, in words: the two subgroups with the lowest nested
+    balanced accuracy (or, where only one class is present, the lowest sensitivity or specificity)."""
+    scored = []
+    for row in rows:
+        for metric, name in PROMISE_METRICS:
+            value = row[metric]["estimate"]
+            if value is not None:
+                scored.append((value, f"{row['group']} {row['band']} ({name} {figure_text(row[metric])}, "
+                                      f"{row['n']} patients)"))
+                break
+    if not scored:
+        return None
+    return "least reliable in: " + "; ".join(text for _, text in sorted(scored)[:2])
 
 
 def encoder_text(encoder: Mapping) -> str:
@@ -109,7 +223,14 @@ def model_card(meta: Mapping) -> list[tuple[str, str]]:
         ("Trained on", trained_on),
         ("Features", features + ("; age at sampling, gender, log lymphocyte count"
                                  if config["features"] != "images" else "")),
+        *([("Promise", promise_text(meta.get("operating_point"))
+                   + " (what a new patient gets: nested cross-validation of the whole training procedure, "
+                     "95% intervals)")] if promise_text(meta.get("operating_point")) else []),
         ("Operating point", operating_point_text(meta)),
+        *([("Triage zones", " ".join(zone_lines(meta["operating_point"])))]
+          if zone_lines(meta.get("operating_point") or {}) else []),
+        *([("Least reliable", weakest_text(meta["subgroups"]))] if meta.get("subgroups")
+          and weakest_text(meta["subgroups"]) else []),
         *card_encoder,
         ("Version", f"model format {meta.get('format', '?')}, scikit-learn {versions.get('scikit-learn', '?')}, "
                     f"torch {versions.get('torch', '?')}, checksum {str(meta.get('sha256', ''))[:12] or '?'}"),

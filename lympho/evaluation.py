@@ -445,3 +445,61 @@ def run_estimates(run) -> dict | None:
     if summary.get("headline"):
         return summary["headline"]
     return oof_estimates(run["oof"], summary.get("threshold", 0.5)) if run.get("oof") else None
+
+
+#: Clinically meaningful subgroups: (group, band, test on a patient). Age is at sampling
+#: (for the cohort, at lympho.data.REFERENCE_DATE); the count is in x 10^9/L.
+SUBGROUPS = (
+    ("age", "< 50 y", lambda p: p.age < 50), ("age", "50-70 y", lambda p: 50 <= p.age <= 70),
+    ("age", "> 70 y", lambda p: p.age > 70),
+    ("lymphocyte count", "< 5", lambda p: p.lymph_count < 5),
+    ("lymphocyte count", "5-10", lambda p: 5 <= p.lymph_count <= 10),
+    ("lymphocyte count", "> 10", lambda p: p.lymph_count > 10),
+    ("gender", "female", lambda p: p.gender == "F"), ("gender", "male", lambda p: p.gender == "M"),
+)
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def subgroup_estimates(patients, y, decided, *, n_boot=N_BOOTSTRAP, seed=0, level=CI_LEVEL) -> list[dict]:
+    """Out-of-fold figures per clinical subgroup (:data:`SUBGROUPS`): where a model is weak.
+
+    ``decided``: 0/1 decisions, one row per repeat, one column per patient of ``patients``
+    (labels ``y``). Per band: ``group, band, n, malignant, reactive`` and, for each of
+    :data:`HEADLINE`, ``estimate, low, high`` (:func:`decision_estimates` within the band;
+    None where the band lacks the class a metric needs, e.g. specificity without reactive
+    patients). Bands with no patient are left out.
+    """
+    y, decided = np.asarray(y, dtype=int), np.atleast_2d(np.asarray(decided, dtype=bool))
+    rows = []
+    for group, band, member in SUBGROUPS:
+        mask = np.array([member(p) for p in patients], dtype=bool)
+        if not mask.any():
+            continue
+        with np.errstate(invalid="ignore", divide="ignore"):
+            estimate = decision_estimates(y[mask], decided[:, mask], n_boot=n_boot, seed=seed, level=level)
+        row = {"group": group, "band": band, "n": int(mask.sum()), "malignant": int(y[mask].sum()),
+               "reactive": int((y[mask] == 0).sum())}
+        for metric in HEADLINE:
+            figure = estimate["metrics"][metric]
+            row[metric] = {key: _finite_or_none(figure[key]) for key in ("estimate", "low", "high")}
+        rows.append(row)
+    return rows
+
+
+def weakest_subgroups(rows: Sequence[dict], metric: str = "balanced_accuracy", k: int = 2) -> list[dict]:
+    """The ``k`` bands with the lowest ``metric`` (bands where it is undefined are skipped)."""
+    defined = [row for row in rows if row[metric]["estimate"] is not None]
+    return sorted(defined, key=lambda row: row[metric]["estimate"])[:k]
+
+
+def oof_subgroups(oof, patients, threshold: float = 0.5) -> list[dict]:
+    """:func:`subgroup_estimates` of a run's out-of-fold predictions decided at ``threshold``."""
+    frame = oof if isinstance(oof, pd.DataFrame) else pd.DataFrame(dict(oof))
+    by_id = {p.id: p for p in patients}
+    wide = frame.pivot(index="repeat", columns="id", values="probability")
+    ordered = [by_id[i] for i in wide.columns]
+    y = np.array([p.label for p in ordered])
+    return subgroup_estimates(ordered, y, wide.to_numpy(dtype=float) >= threshold)

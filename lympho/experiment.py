@@ -193,24 +193,26 @@ class ExperimentConfig:
 #: The late fusion of a clinical expert (class-weighted logistic regression on age, gender and
 #: log lymphocyte count) and the morphology image expert (cell shape and colour statistics,
 #: mean- and max-pooled per patient, L2 logistic regression with its strength chosen by inner
-#: CV), their log-odds averaged with the clinical expert weighing 0.65 and the images 0.35.
-#: Chosen where the tool decides, at its stored 95 %-sensitivity operating point
-#: (benchmarks/operating_point.py): of sixteen candidates it has the best balanced accuracy
-#: there over five sets of splits, and it is level with the best (the same at weight 0.6) on the
-#: outer folds of the nested selection of configuration and threshold. The clinical expert is
-#: the stronger (out-of-fold ROC AUC 0.95 against 0.86); the weight is measured, not derived:
-#: at the low tail of the combined score, where the threshold sits, less image weight did better
-#: (README, "The recommended configuration"). Averaging log-odds rather than probabilities lets
-#: a sure call stand against an unsure one. Clinical
-#: XGBoost, and its late fusion (the recommended model before), rank higher at probability 0.5 but
-#: lower at the operating point. On patients outside the 110 (issue 7), adding the morphology
-#: expert raised balanced accuracy by about 0.09 while clinical-only models overfit.
-#: Clinical-only models (``--features clinical``) remain the fastest, image-free alternatives.
+#: CV), their log-odds averaged with equal weights: averaging log-odds lets a sure call stand
+#: against an unsure one. Every choice in it was made by scans on the same 110 patients
+#: (docs/evaluation.md lists them as spent), so it is not trusted by itself: ``train`` with no options runs
+#: the recommended *procedure* instead, which chooses between :data:`RECOMMENDED_GRID`'s
+#: candidates inside every training set, and its promise is the nested estimate of that choice
+#: (lympho.promise). On patients outside the 110, adding the morphology expert raised balanced
+#: accuracy by about 0.09 while clinical-only models overfit, so every candidate keeps it.
 RECOMMENDED = ExperimentConfig(features="both", encoder="morphology", pooling="meanmax", classifier="logreg",
                                imbalance="weights", fusion="late", combine="logit", image_model="pooled",
-                               image_classifier="logregcv", clinical_weight=0.65)
+                               image_classifier="logregcv")
+#: The candidates the recommended procedure chooses between: the recommended late fusion with the
+#: cells mean+max pooled or mean pooled (the simplest first: ties go to it).
+RECOMMENDED_GRID = (dataclasses.replace(RECOMMENDED, pooling="mean"), RECOMMENDED)
 #: The default operating point of a trained model: a screening tool must catch malignancy.
 TARGET_SENSITIVITY = 0.95
+#: The operating rule ``train`` stores unless told otherwise (lympho.promise.Rule's kind and value).
+OPERATING_RULE = ("sensitivity", TARGET_SENSITIVITY)
+#: The nested design of a trained model's promise: outer and inner cross-validation repeats.
+PROMISE_OUTER_REPEATS = 3
+PROMISE_INNER_REPEATS = 5
 #: Cross-validation repeats from which a trained model's threshold is chosen.
 THRESHOLD_REPEATS = 10
 
@@ -376,12 +378,15 @@ def run_record(cohort: Cohort, config: ExperimentConfig, result) -> dict:
     """The JSON-ready record of ``config``'s cross-validation ``result`` (a CVResult). With 2
     or more repeats, ``summary["operating_point"]`` is where a trained model would decide: the
     threshold for :data:`TARGET_SENSITIVITY` chosen from the repeats and its leave-one-repeat-out
-    estimate (:func:`lympho.evaluation.threshold_from_repeats`)."""
-    from lympho.evaluation import threshold_from_repeats
+    estimate (:func:`lympho.evaluation.threshold_from_repeats`). ``summary["subgroups"]``: the
+    out-of-fold figures per clinical subgroup at the run's threshold
+    (:func:`lympho.evaluation.oof_subgroups`)."""
+    from lympho.evaluation import oof_subgroups, threshold_from_repeats
 
     summary = result.summary()
     if summary["n_repeats"] > 1:
         summary["operating_point"] = threshold_from_repeats(result.oof, TARGET_SENSITIVITY)
+    summary["subgroups"] = oof_subgroups(result.oof, cohort.labelled(), summary["threshold"])
     return {
         "config": config.to_dict(), "key": config.key(), "label": config.label(),
         "cohort": cohort_summary(cohort), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),

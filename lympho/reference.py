@@ -1,13 +1,15 @@
-"""Published numbers to compare with, and what the recommended model's own figure was computed on.
+"""Published numbers to compare with, and the recommended model's own promise.
 
 Every figure carries its source and what it was computed on, so a page can say both
-(e.g. "one 3-fold split" against "20 x 3-fold"). The recommended model's estimate comes
-from ``python -m lympho evaluate --repeats 20`` and ``train`` on the real cohort, its nested
-estimate from ``benchmarks/operating_point.py``; whoever re-runs them or changes the
-recommended configuration updates :data:`RECOMMENDED_ESTIMATE`.
+(e.g. "one 3-fold split" against "nested 3 x 3-fold"). The recommended model's promise is
+measured by ``benchmarks/promise.py`` (``train`` with no options on the real cohort) and
+stored in :data:`PROMISE_FILE`; whoever changes the recommended procedure reruns it.
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pandas as pd
 
@@ -41,64 +43,34 @@ PUBLISHED = (
     {"name": "Paper: biologists", "value": 0.771, "note": "Sahasrabudhe et al. 2021"},
 )
 
-#: The recommended configuration's cross-validated estimate on the real cohort.
-RECOMMENDED_ESTIMATE = {
-    "label": "late fusion, LogReg clinical (weight 0.65) + morphology",
-    "config": {"features": "both", "encoder": "morphology", "pooling": "meanmax", "classifier": "logreg",
-               "imbalance": "weights", "fusion": "late", "combine": "logit", "image_model": "pooled",
-               "image_classifier": "logregcv", "clinical_weight": 0.65},
-    "balanced_accuracy": {"mean": 0.886, "std": 0.041, "estimate": 0.886, "ci_low": 0.82, "ci_high": 0.94},
-    "recall": {"mean": 0.864, "std": 0.072, "estimate": 0.864, "ci_low": 0.79, "ci_high": 0.93},
-    "specificity": {"mean": 0.909, "std": 0.080, "estimate": 0.909, "ci_low": 0.80, "ci_high": 1.00},
-    "roc_auc": {"mean": 0.963, "std": 0.026},
-    "computed_on": "20 x repeated stratified 3-fold CV (60 folds, mean ± sample std over folds; "
-                   "estimate and 95% CI: bootstrap over the 110 patients of the out-of-fold predictions) "
-                   "on the 110 labelled real patients, seed 0, malignant when probability >= 0.5",
-    "source": "python -m lympho evaluate --repeats 20 (README, 'The recommended configuration')",
-    #: The stored operating point of `train` with defaults (10 x 3-fold CV, 95 % sensitivity target):
-    #: the median of the repeats' thresholds, leave-one-repeat-out estimate with bootstrap CIs.
-    "operating_point": {"threshold": 0.374, "target_sensitivity": 0.95,
-                        "balanced_accuracy": {"estimate": 0.902, "ci_low": 0.84, "ci_high": 0.95},
-                        "recall": {"estimate": 0.954, "ci_low": 0.91, "ci_high": 0.99},
-                        "specificity": {"estimate": 0.850, "ci_low": 0.74, "ci_high": 0.94},
-                        "computed_on": "train_model on the 110 labelled real patients, 10 x 3-fold CV, seed 0 "
-                                       "(over split seeds 0-4: 0.900 ± 0.008, range 0.892-0.913)"},
-    #: The honest figure for the whole deployed procedure (nested CV), README and
-    #: benchmarks/operating_point.py: choose the configuration and its 95 %-sensitivity
-    #: threshold on the training patients, decide the held-out ones at it.
-    "nested": {"balanced_accuracy": {"estimate": 0.886, "ci_low": 0.82, "ci_high": 0.94},
-               "recall": {"estimate": 0.939, "ci_low": 0.88, "ci_high": 0.98},
-               "specificity": {"estimate": 0.833, "ci_low": 0.71, "ci_high": 0.93},
-               "naive_balanced_accuracy": 0.898,
-               "computed_on": "nested CV of 16 candidates (clinical XGBoost and LogReg, fourteen late fusions with "
-                              "morphology), each judged at its threshold for 95% sensitivity chosen on the "
-                              "training patients: outer 3 x 3-fold, inner 3 x 3-fold, seed 0; "
-                              "bootstrap over patients of the nested out-of-fold decisions (other splits, seed 1: "
-                              "0.854, 95% CI 0.79-0.91)",
-               "source": "benchmarks/operating_point.py (README, 'Image evidence offline (issue 7)')"},
-}
+#: The recommended model's promise on the real cohort, written by ``benchmarks/promise.py``
+#: (``train`` with no options on the 110 labelled patients): the model's ``operating_point``
+#: (the nested estimate with its intervals, the threshold and its range, the apparent figure,
+#: the triage zones), its ``subgroups``, the procedure, the machine and the date.
+PROMISE_FILE = Path(__file__).with_name("reference_promise.json")
+
+
+def recommended_promise() -> dict | None:
+    """The stored promise of the recommended model (None until ``benchmarks/promise.py`` ran)."""
+    try:
+        return json.loads(PROMISE_FILE.read_text())
+    except FileNotFoundError:
+        return None
 
 
 def comparison_rows(ours: dict | None = None) -> list[dict]:
-    """Rows for :func:`lympho.figures.benchmark_comparison`: the recommended model (estimate and
-    95 % CI at 0.5 and at its stored operating point, and the nested estimate of choosing it and
-    its threshold), the report's Table 2 rows (mean and fold range) and the published
-    test-set figures; ``ours`` adds a run on the loaded cohort (``name, mean, std, note``)."""
-    estimate, nested = RECOMMENDED_ESTIMATE["balanced_accuracy"], RECOMMENDED_ESTIMATE.get("nested")
-    rows = [{"name": f"This tool: {RECOMMENDED_ESTIMATE['label']}, at probability 0.5 (CV)",
-             "value": estimate["estimate"],
-             "low": estimate["ci_low"], "high": estimate["ci_high"], "note": RECOMMENDED_ESTIMATE["computed_on"],
-             "ours": True}]
-    point = RECOMMENDED_ESTIMATE.get("operating_point")
-    if point:
-        figure = point["balanced_accuracy"]
-        rows.append({"name": f"This tool: at its stored threshold ({point['target_sensitivity']:.0%} sensitivity)",
-                     "value": figure["estimate"], "low": figure["ci_low"], "high": figure["ci_high"],
-                     "note": point["computed_on"], "ours": True})
-    if nested:
-        figure = nested["balanced_accuracy"]
-        rows.append({"name": "This tool: choosing model and threshold, nested CV", "value": figure["estimate"],
-                     "low": figure["ci_low"], "high": figure["ci_high"], "note": nested["computed_on"], "ours": True})
+    """Rows for :func:`lympho.figures.benchmark_comparison`: the recommended model's promise
+    (its nested estimate, with the 95 % interval that re-runs its choices), the report's Table 2
+    rows (mean and fold range) and the published test-set figures; ``ours`` adds a run on the
+    loaded cohort (``name, mean, std, note``)."""
+    rows = []
+    stored = recommended_promise()
+    if stored:
+        figure = stored["operating_point"]["estimate"]["metrics"]["balanced_accuracy"]
+        rows.append({"name": "This tool: the recommended model's promise (nested CV)", "value": figure["estimate"],
+                     "low": figure["low"], "high": figure["high"], "ours": True,
+                     "note": f"nested cross-validation of train with no options on the {stored['cohort']['n_labelled']} "
+                             f"labelled patients, at its stored threshold; 95% CI re-running every choice"})
     if ours is not None:
         rows.append({"name": ours["name"], "value": ours["mean"], "low": ours["mean"] - ours["std"],
                      "high": ours["mean"] + ours["std"], "note": ours["note"], "ours": True})

@@ -110,6 +110,16 @@ def operating_point_table(runs: Sequence[Mapping], target: float) -> pd.DataFram
     return table
 
 
+def subgroup_table(rows: Sequence[Mapping]) -> pd.DataFrame:
+    """The subgroup figures (:func:`lympho.evaluation.subgroup_estimates`) as a table: one row
+    per band, patients (malignant / reactive), and each headline metric with its interval."""
+    from lympho.decision import PROMISE_METRICS, figure_text
+
+    return pd.DataFrame([{"Subgroup": f"{row['group']} {row['band']}",
+                          "Patients": f"{row['n']} ({row['malignant']} / {row['reactive']})",
+                          **{name: figure_text(row[metric]) for metric, name in PROMISE_METRICS}} for row in rows])
+
+
 def _ci_columns(estimates: Mapping | None, suffix: str = "") -> dict:
     if estimates is None:
         return {}

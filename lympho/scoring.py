@@ -32,9 +32,9 @@ from lympho.data import (IMAGE_SUFFIXES, UNKNOWN_LABEL, CohortError, Patient, ag
 from lympho.evaluation import cross_validate, oof_estimates, similar_patients, threshold_from_repeats
 from lympho.evaluation import operating_point as _operating_point
 from lympho.evaluation import threshold_for_sensitivity as _threshold_for_sensitivity
-from lympho.experiment import (RECOMMENDED, TARGET_SENSITIVITY, THRESHOLD_REPEATS, ExperimentConfig, StageProgress,
-                               cohort_summary, config_pipeline, design_matrix, encoder_record, instance_bags,
-                               versions, write_json_atomic)
+from lympho.experiment import (OPERATING_RULE, PROMISE_INNER_REPEATS, PROMISE_OUTER_REPEATS, RECOMMENDED_GRID,
+                               THRESHOLD_REPEATS, ExperimentConfig, StageProgress, cohort_summary, design_matrix,
+                               encoder_record, instance_bags, versions, write_json_atomic)
 from lympho.model_format import (LEGACY_PIPELINE_FILE, PIPELINE_FILE, ModelError, load_legacy_pipeline,
                                   load_pipeline, save_pipeline)
 
@@ -55,10 +55,27 @@ class TrainedModel:
         """The model's stored decision threshold (0.5 for a model saved without one)."""
         return float((self.meta.get("operating_point") or {}).get("threshold", 0.5))
 
+    @property
+    def zones(self) -> dict | None:
+        """The stored triage thresholds ``rule_out``, ``rule_in`` (None for a model saved without them)."""
+        zones = (self.meta.get("operating_point") or {}).get("zones")
+        return zones if zones and zones.get("rule_out") is not None else None
+
+    def zone(self, probability) -> np.ndarray:
+        """Each probability's triage zone (``rule-out``, ``refer``, ``rule-in``; lympho.promise),
+        or ``n/a`` for a model saved without zone thresholds."""
+        from lympho.promise import zone_of
+
+        zones = self.zones
+        if zones is None:
+            return np.full(np.shape(probability), "n/a")
+        return zone_of(probability, zones["rule_out"], zones["rule_in"])
+
     def predict(self, patients: Sequence[Patient], cache_dir: Path | None = None,
                 progress: StageProgress | None = None, threshold: float | None = None) -> pd.DataFrame:
-        """``id, probability, prediction`` per patient, ``prediction`` being
-        ``probability >= threshold`` everywhere (CLI, scoring, dashboard); labels are never read.
+        """``id, probability, prediction, zone`` per patient, ``prediction`` being
+        ``probability >= threshold`` everywhere (CLI, scoring, dashboard), ``zone`` the triage
+        zone of the probability (:meth:`zone`); labels are never read.
         ``threshold`` defaults to the model's stored one (:attr:`threshold`). A late fusion adds
         each expert's own probability, in a column ``probability: <expert>`` (e.g.
         ``probability: LogReg clinical``), so that a user sees which evidence drove the call.
@@ -75,6 +92,7 @@ class TrainedModel:
             probability, by_label = self.pipeline.predict_proba(X)[:, 1], {}
         return pd.DataFrame({"id": [p.id for p in unlabelled], "probability": probability,
                              "prediction": (probability >= threshold).astype(int),
+                             "zone": self.zone(probability),
                              **{f"{EXPERT_COLUMN}{label}": p for label, p in by_label.items()}})
 
     def _oof(self) -> pd.DataFrame:
@@ -132,45 +150,101 @@ class TrainedModel:
         return _operating_point(oof["y_true"], oof["probability"], threshold)
 
 
-def train_model(cohort, config: ExperimentConfig = RECOMMENDED, cache_dir: Path | None = None,
-                progress: StageProgress | None = None, sensitivity: float | None = TARGET_SENSITIVITY,
-                threshold: float | None = None, threshold_repeats: int = THRESHOLD_REPEATS) -> TrainedModel:
-    """Fit ``config``'s pipeline on all labelled patients of ``cohort``, with its operating point.
+def train_model(cohort, config: ExperimentConfig | None = None, cache_dir: Path | None = None,
+                progress: StageProgress | None = None, rule=None, threshold_repeats: int = THRESHOLD_REPEATS,
+                outer_repeats: int = PROMISE_OUTER_REPEATS, inner_repeats: int = PROMISE_INNER_REPEATS,
+                n_boot: int | None = None) -> TrainedModel:
+    """Run the training procedure on every labelled patient of ``cohort``, and measure its promise.
 
-    Also cross-validates the same pipeline ``threshold_repeats`` times (``config.folds``
-    folds, ``config.seed``) on the same design matrix and keeps the out-of-fold
-    probabilities in ``meta["oof"]`` (``repeat, fold, id, y_true, probability``). The
-    stored decision threshold, ``meta["operating_point"]``, is ``threshold`` when given,
-    else the one for sensitivity ``sensitivity`` chosen from the repeats
-    (:func:`lympho.evaluation.threshold_from_repeats`), with its honest estimate; with
-    neither, 0.5. When a class has fewer patients than folds, ``meta["oof"]`` is None,
-    ``meta["oof_unavailable"]`` says why and the threshold is ``threshold`` or 0.5.
+    The procedure: the candidates are :data:`~lympho.experiment.RECOMMENDED_GRID` when
+    ``config`` is None, else ``config`` alone. Each is cross-validated ``threshold_repeats``
+    times (``folds`` and ``seed`` of the first candidate); the best at the operating
+    ``rule`` (a :class:`lympho.promise.Rule`, default :func:`default_rule`) wins, its
+    threshold is the median of its repeats' thresholds (:func:`lympho.promise.final_choice`),
+    and it is fitted on every patient. Its out-of-fold probabilities are kept in
+    ``meta["oof"]`` (``repeat, fold, id, y_true, probability``).
+
+    The promise, ``meta["operating_point"]["estimate"]``: the nested estimate of that whole
+    procedure (``outer_repeats`` x ``folds`` outer, ``inner_repeats`` x ``folds`` inner, at
+    most ``threshold_repeats``), with intervals that re-run its choices
+    (:func:`lympho.promise.promise`); ``apparent`` beside it is the chosen candidate's own
+    leave-one-repeat-out figure, measured on the patients it was chosen on. Also stored:
+    the triage zones' thresholds and nested figures (``zones``) and the nested figures per
+    clinical subgroup (``meta["subgroups"]``). Where a class has too few patients for the
+    folds, the first candidate is fitted at 0.5 (or a fixed rule's value) and
+    ``meta["oof_unavailable"]`` says why.
     """
-    patients = cohort.labelled()
-    bags = instance_bags(patients, config, cache_dir, progress)
-    X, names = design_matrix(patients, config, bags)
-    y = np.array([p.label for p in patients])
-    pipeline = config_pipeline(config, names).fit(X, y)
-    meta = {"format": MODEL_FORMAT, "config": config.to_dict(), "label": config.label(),
-            "cohort": cohort_summary(cohort), "n_features": len(names),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": versions(),
-            "encoder": encoder_record(config)}
+    from sklearn.base import clone
+
+    from lympho.evaluation import subgroup_estimates
+    from lympho.promise import PROMISE_BOOTSTRAP, final_choice, fit_nested, promise
+    from lympho.selection import config_candidates
+
+    configs = tuple(RECOMMENDED_GRID if config is None else (config,))
+    rule = default_rule() if rule is None else rule
+    patients, ids = cohort.labelled(), [p.id for p in cohort.labelled()]
+    candidates, y = config_candidates(cohort, configs, cache_dir, progress)
+    folds, seed = configs[0].folds, configs[0].seed
+    meta = {"format": MODEL_FORMAT, "cohort": cohort_summary(cohort), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "versions": versions(), "procedure": {"candidates": [c.label for c in candidates], "rule": rule.to_dict()}}
     try:
-        result = cross_validate(config_pipeline(config, names), X, y, [p.id for p in patients],
-                                folds=config.folds, repeats=threshold_repeats, seed=config.seed)
-    except ValueError as err:  # too few patients of a class for config.folds folds
-        meta |= {"oof": None, "oof_unavailable": str(err),
-                 "operating_point": {"threshold": 0.5 if threshold is None else float(threshold),
-                                     "target_sensitivity": None, "estimate": None}}
-        return TrainedModel(config, pipeline, meta)
-    oof = result.oof[["repeat", "fold", "id", "y_true", "probability"]]
+        results = [cross_validate(c.estimator, c.X, y, ids, folds=folds, repeats=threshold_repeats, seed=seed)
+                   for c in candidates]
+    except ValueError as err:  # too few patients of a class for the folds
+        fixed = float(rule.value) if rule.kind == "fixed" else 0.5
+        return _described(configs[0], candidates[0], clone(candidates[0].estimator).fit(candidates[0].X, y), meta | {
+            "oof": None, "oof_unavailable": str(err),
+            "operating_point": {"threshold": fixed, "rule": rule.to_dict(), "target_sensitivity": None,
+                                "estimate": None}})
+    choice = final_choice(rule, y, [_by_repeat(r.oof, ids) for r in results], folds)
+    chosen = candidates[choice["chosen"]]
+    oof = results[choice["chosen"]].oof[["repeat", "fold", "id", "y_true", "probability"]]
+    meta["procedure"]["chosen"] = chosen.label
     meta["oof"] = {column: oof[column].tolist() for column in oof}  # plain Python values
-    model = TrainedModel(config, pipeline, meta)
-    fixed = threshold is not None or sensitivity is None
-    meta["operating_point"] = model.operating_point_estimate(
-        threshold=(0.5 if threshold is None else threshold) if fixed else None,
-        sensitivity=None if fixed else sensitivity)
-    return model
+    on_fit = (lambda done, total: progress("fits", done, total)) if progress else None
+    try:
+        nested = fit_nested(candidates, y, outer_folds=folds, outer_repeats=outer_repeats, inner_folds=folds,
+                            inner_repeats=min(inner_repeats, threshold_repeats), seed=seed, progress=on_fit)
+        estimate = promise(nested, rule, n_boot=n_boot or PROMISE_BOOTSTRAP)
+        decisions = np.array(estimate.pop("decisions"), dtype=bool)
+        estimate.pop("zone_decisions")
+        meta["subgroups"] = subgroup_estimates(patients, y, decisions)
+    except ValueError as err:  # an outer training part too small for the inner folds
+        estimate = None
+        meta["promise_unavailable"] = str(err)
+    zones = {"rule_out": choice["rule_out"], "rule_in": choice["rule_in"],
+             "nested": estimate.pop("zones") if estimate else None}
+    meta["operating_point"] = {
+        "threshold": choice["threshold"], "rule": rule.to_dict(),
+        "target_sensitivity": rule.value if rule.kind == "sensitivity" else None,
+        "per_repeat": choice["per_repeat"],
+        "threshold_range": {"min": min(choice["per_repeat"]), "max": max(choice["per_repeat"])},
+        "estimate": estimate, "apparent": choice["apparent"], "zones": zones}
+    return _described(configs[choice["chosen"]], chosen, clone(chosen.estimator).fit(chosen.X, y), meta)
+
+
+def is_recommended(meta: dict) -> bool:
+    """Whether a model came from the recommended procedure (``train`` with no options)."""
+    candidates = (meta.get("procedure") or {}).get("candidates") or []
+    return len(candidates) == len(RECOMMENDED_GRID) > 1
+
+
+def default_rule():
+    """The operating rule ``train`` uses unless told otherwise (:data:`~lympho.experiment.OPERATING_RULE`)."""
+    from lympho.promise import Rule
+
+    return Rule(*OPERATING_RULE)
+
+
+def _by_repeat(oof: pd.DataFrame, ids: Sequence[str]) -> np.ndarray:
+    """Out-of-fold probabilities as repeats x patients, patients in the order of ``ids``."""
+    return oof.pivot(index="repeat", columns="id", values="probability")[list(ids)].to_numpy(dtype=float)
+
+
+def _described(config: ExperimentConfig, candidate, pipeline, meta: dict) -> TrainedModel:
+    """The model with what identifies its configuration added to ``meta``."""
+    return TrainedModel(config, pipeline, {**meta, "config": config.to_dict(), "label": config.label(),
+                                           "n_features": len(candidate.names), "encoder": encoder_record(config)})
 
 
 def _sha256(path: Path) -> str:
@@ -338,8 +412,9 @@ def score_patient(model: TrainedModel, patient: Patient, cache_dir: Path | None 
     """The patient's probability of malignancy and the decision ``probability >= threshold``
     (default: the model's stored threshold, :attr:`TrainedModel.threshold`).
 
-    Keys: ``id, probability, prediction, threshold, n_images, model, gender, age,
-    sampling_date, lymph_count, experts, combine, similar``; ``age`` is the model's input,
+    Keys: ``id, probability, prediction, zone, threshold, n_images, model, gender, age,
+    sampling_date, lymph_count, experts, combine, similar``; ``zone`` is the triage zone
+    (:meth:`TrainedModel.zone`); ``age`` is the model's input,
     the age at sampling, on ``sampling_date`` (ISO text).
     ``prediction`` is 1 (malignant) or 0 (reactive) at ``threshold``, which may come from
     :meth:`TrainedModel.threshold_for_sensitivity`. ``experts``: for a late fusion, each
@@ -352,7 +427,7 @@ def score_patient(model: TrainedModel, patient: Patient, cache_dir: Path | None 
     experts = [(name.removeprefix(EXPERT_COLUMN), float(row[name])) for name in row.index
                if name.startswith(EXPERT_COLUMN)]
     return {"id": patient.id, "probability": float(row["probability"]), "prediction": int(row["prediction"]),
-            "threshold": threshold, "n_images": len(patient.images), "model": model.meta["label"],
+            "zone": str(row["zone"]), "threshold": threshold, "n_images": len(patient.images), "model": model.meta["label"],
             "gender": patient.gender, "age": float(patient.age), "sampling_date": patient.sampling_date.isoformat(),
             "lymph_count": float(patient.lymph_count),
             "experts": experts, "combine": model.config.combine_name() if experts else None,

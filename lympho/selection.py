@@ -25,11 +25,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 from scipy import stats
-from sklearn.base import clone
-from sklearn.model_selection import RepeatedStratifiedKFold
-
-from lympho.evaluation import (COUNT_METRICS, _positive_proba, count_metrics, decision_estimates,
-                               held_out_thresholds, repeat_thresholds, stored_threshold)
+from lympho.evaluation import (COUNT_METRICS, count_metrics, decision_estimates, held_out_thresholds,
+                               repeat_thresholds, stored_threshold)
+from lympho.promise import fit_nested
 
 #: Progress callback: (fits done, fits in total).
 Progress = Callable[[int, int], None]
@@ -43,12 +41,14 @@ class Candidate:
 
     ``X`` has one row per patient, in the order of ``y`` given to :func:`nested_cv`,
     and is indexed by integer arrays (a 2-D array; an object array of bags works too).
-    ``estimator`` is cloned before every fit.
+    ``estimator`` is cloned before every fit. ``names``: the design matrix's column names,
+    where there is one.
     """
 
     label: str
     estimator: object
     X: object
+    names: Sequence[str] = ()
 
 
 def clinical_grid() -> list:
@@ -62,7 +62,7 @@ def clinical_grid() -> list:
 def images_grid() -> list:
     """The clinical grid plus the random-initialisation ResNet18 features (mean and mean+max
     pooled, alone and with clinical data) for every classifier, class-weighted: the 28
-    candidates of ``benchmarks/model_selection.py``, the choice before issue 7."""
+    candidates of ``benchmarks/model_selection.py`` (a scan spent on the real cohort)."""
     from lympho.experiment import ExperimentConfig
     from lympho.models.classifiers import CLASSIFIERS
 
@@ -71,10 +71,10 @@ def images_grid() -> list:
 
 
 def fusion_grid() -> list:
-    """The candidates of the recommended configuration's choice (issue 7; README): clinical
-    XGBoost and LogReg alone, and late fusions of a clinical expert (XGBoost, LogReg, MLP)
-    with the LogRegCV expert on pooled morphology (mean, mean+max, moments), combined by the
-    mean of probabilities, the mean of log-odds (the clinical expert weighted equally, or
+    """The sixteen candidates of the fusion scan on the real cohort (spent: docs/evaluation.md):
+    clinical XGBoost and LogReg alone, and late fusions of a clinical expert (XGBoost, LogReg,
+    MLP) with the LogRegCV expert on pooled morphology (mean, mean+max, moments), combined by
+    the mean of probabilities, the mean of log-odds (the clinical expert weighted equally, or
     0.6, 0.65 or 0.7 of it) or stacking; all class-weighted, none needing downloaded weights."""
     from lympho.experiment import ExperimentConfig
 
@@ -118,18 +118,8 @@ def config_candidates(cohort, configs: Sequence, cache_dir=None, progress=None) 
             bags_of[image_key] = instance_bags(patients, config, cache_dir, progress)
         X, names = design_matrix(patients, config, bags_of.get(image_key))
         label = f"{config.label()} [{config.imbalance}]"
-        candidates.append(Candidate(label, config_pipeline(config, names), X))
+        candidates.append(Candidate(label, config_pipeline(config, names), X, tuple(names)))
     return candidates, np.array([p.label for p in patients], dtype=int)
-
-
-def _fit_proba(candidate: Candidate, train, test, y) -> np.ndarray:
-    """Probability of malignancy of ``test`` rows from a clone fitted on ``train`` rows."""
-    model = clone(candidate.estimator).fit(_rows(candidate.X, train), y[train])
-    return _positive_proba(model, _rows(candidate.X, test))
-
-
-def _rows(X, index):
-    return X[index] if not isinstance(X, list) else [X[i] for i in index]
 
 
 def _score(y, probability, threshold, metric) -> float:
@@ -207,30 +197,23 @@ def nested_cv(candidates: Sequence[Candidate], y, *, outer_folds: int = 3, outer
         raise ValueError("choosing thresholds for a sensitivity needs inner_repeats >= 2")
     y = np.asarray(y, dtype=int)
     n, n_cand = len(y), len(candidates)
-    outer = list(RepeatedStratifiedKFold(n_splits=outer_folds, n_repeats=outer_repeats,
-                                         random_state=seed).split(np.zeros(n), y))
-    total, done = n_cand * len(outer) * (inner_folds * inner_repeats + 1), 0
+    fit = fit_nested(candidates, y, outer_folds=outer_folds, outer_repeats=outer_repeats, inner_folds=inner_folds,
+                     inner_repeats=inner_repeats, seed=seed, progress=progress)
+    outer = fit.splits
     outer_scores = np.empty((n_cand, len(outer)))
     outer_decided = np.empty((n_cand, outer_repeats, n), dtype=bool)
     outer_thresholds = np.full((n_cand, len(outer)), float(threshold))
     chosen = []
     for s, (train, test) in enumerate(outer):
-        inner = RepeatedStratifiedKFold(n_splits=inner_folds, n_repeats=inner_repeats, random_state=seed + 1 + s)
-        inner_splits = list(inner.split(np.zeros(len(train)), y[train]))
         inner_means = np.empty(n_cand)
-        for c, candidate in enumerate(candidates):
-            inner_proba = np.empty((inner_repeats, len(train)))
-            for i, (a, b) in enumerate(inner_splits):
-                inner_proba[i // inner_folds, b] = _fit_proba(candidate, train[a], train[b], y)
+        for c in range(n_cand):
+            inner_proba = fit.inner[s][c]
             inner_means[c] = _inner_score(y[train], inner_proba, threshold, sensitivity, metric)
             if sensitivity is not None:
                 outer_thresholds[c, s] = stored_threshold(repeat_thresholds(y[train], inner_proba, sensitivity))
-            decided = _fit_proba(candidate, train, test, y) >= outer_thresholds[c, s]
+            decided = fit.outer[s][c] >= outer_thresholds[c, s]
             outer_decided[c, s // outer_folds, test] = decided
             outer_scores[c, s] = count_metrics(y[test], decided)[metric]
-            done += len(inner_splits) + 1
-            if progress is not None:
-                progress(done, total)
         chosen.append(int(np.argmax(inner_means)))
     nested_decided = np.empty((outer_repeats, n), dtype=bool)
     for s, (_, test) in enumerate(outer):

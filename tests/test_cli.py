@@ -113,17 +113,27 @@ def test_train_predict_score(small_cohort, tmp_path, capsys):
     assert code == 0 and "probability of malignancy" in out
 
 
-def test_train_defaults_to_the_recommended_config(small_cohort, tmp_path, capsys):
-    # 2 threshold repeats instead of 10: the recommended late fusion's LogRegCV expert is the slow part
-    code, out, _ = run_cli(capsys, "train", "--data", small_cohort, "--out", tmp_path / "m", "--threshold-repeats", "2")
+def test_train_defaults_to_the_recommended_procedure_and_prints_its_promise_first(small_cohort, tmp_path, capsys):
+    # fewer repeats than the defaults: the recommended late fusion's LogRegCV expert is the slow part
+    code, out, _ = run_cli(capsys, "train", "--data", small_cohort, "--out", tmp_path / "m", "--threshold-repeats", "2",
+                           "--outer-repeats", "1", "--inner-repeats", "2")
     assert code == 0
-    from lympho.scoring import RECOMMENDED
-    assert json.loads((tmp_path / "m" / "model.json").read_text())["config"] == RECOMMENDED.to_dict()
+    from lympho.experiment import RECOMMENDED_GRID
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["config"] in [c.to_dict() for c in RECOMMENDED_GRID]
+    assert meta["procedure"]["candidates"] == [f"{c.label()} [{c.imbalance}]" for c in RECOMMENDED_GRID]
+    promise = meta["operating_point"]["estimate"]["metrics"]
+    lines = out.splitlines()
+    assert lines[0].startswith("the recommended procedure chose ") and lines[1].startswith("promise (what a new patient")
+    assert f"balanced accuracy {promise['balanced_accuracy']['estimate']:.2f} " in lines[1]
+    assert out.index("promise") < out.index("apparent, measured on the patients it was chosen on")
+    assert "by subgroup" in out and ("age < 50 y" in out or "age 50-70 y" in out)
     folder = load_cohort(small_cohort).select("test")[0].images[0].parent
     code, out, _ = run_cli(capsys, "score", "--model", tmp_path / "m", "--images", folder, "--gender", "F",
                            "--age", "60", "--lymph-count", "8")
-    assert code == 0 and "each expert's probability: LogReg clinical " in out
-    assert "(mean of log-odds, clinical weight 0.65)" in out
+    assert code == 0 and out.startswith("triage zone: ")
+    assert "each expert's probability: LogReg clinical " in out and "(mean of log-odds)" in out
+    assert "the model's promise at its stored threshold" in out
     assert "training patients scored most like this one (out of fold" in out
 
 
@@ -253,7 +263,7 @@ def clinical_model(small_cohort, tmp_path):
     from lympho.scoring import save_model, train_model
 
     config = ExperimentConfig(features="clinical", classifier="logreg")
-    return save_model(train_model(load_cohort(small_cohort), config, threshold_repeats=2), tmp_path / "clinical")
+    return save_model(train_model(load_cohort(small_cohort), config, threshold_repeats=2, outer_repeats=1), tmp_path / "clinical")
 
 
 def test_score_uses_and_prints_the_age_at_sampling(clinical_model, small_cohort, capsys):

@@ -1,7 +1,7 @@
 """The extraction data path: warm runs import no torch; the CPU path keeps its numbers.
 
-The CPU path (Pillow in workers, hash index, cache) must give bit for bit what the plain
-pipeline before issue 10 gave. The device-decoding path (workers read files, the main
+The CPU path (Pillow in workers, hash index, cache) must give bit for bit what a plain
+per-image pipeline gives. The device-decoding path (workers read files, the main
 process decodes batches on the encoder's device: nvJPEG on CUDA) runs here on the CPU,
 where torchvision decodes with libjpeg-turbo exactly as Pillow does, so it must give the
 same features too, fallbacks (PNG, greyscale, EXIF-rotated, other sizes) and crop included.

@@ -104,8 +104,12 @@ def test_config_validation_and_key():
     assert config.key() == ExperimentConfig(seed=3).key() != ExperimentConfig(seed=4).key()
 
 
-def test_the_published_estimate_belongs_to_the_recommended_configuration():
-    from lympho.experiment import RECOMMENDED
-    from lympho.reference import RECOMMENDED_ESTIMATE
+def test_the_published_promise_belongs_to_the_recommended_procedure():
+    from lympho.experiment import OPERATING_RULE, RECOMMENDED_GRID
+    from lympho.reference import recommended_promise
 
-    assert ExperimentConfig(**RECOMMENDED_ESTIMATE["config"]) == RECOMMENDED
+    stored = recommended_promise()
+    assert ExperimentConfig.from_dict(stored["config"]) in RECOMMENDED_GRID
+    assert stored["procedure"]["candidates"] == [f"{c.label()} [{c.imbalance}]" for c in RECOMMENDED_GRID]
+    rule = stored["operating_point"]["rule"]
+    assert (rule["kind"], rule["value"]) == OPERATING_RULE  # measured with the rule train uses by default

@@ -57,7 +57,7 @@ def server(tmp_path_factory):
     cache = tmp_path_factory.mktemp("load-cache")
     cohort = load_cohort(demo_cohort_dir(cache), synthetic=True)
     config = ExperimentConfig(features="clinical", classifier="logreg")
-    save_model(train_model(cohort, config, cache, threshold_repeats=2), cache / "models" / "clinical")
+    save_model(train_model(cohort, config, cache, threshold_repeats=2, outer_repeats=1), cache / "models" / "clinical")
     hostile = write_demo_cohort(tmp_path_factory.mktemp("hostile") / "cohort", n_train=4, n_test=0,
                                 images_per_patient=(2, 2), seed=1)
     table = (hostile / "trainset" / "trainset_true.csv").read_text().splitlines()

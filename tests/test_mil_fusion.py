@@ -205,7 +205,7 @@ def test_late_fusion_config_runs_and_records_its_experts(small_cohort_template, 
 def test_trained_late_fusion_saves_safely_and_ranks_cells_by_its_own_weights(small_cohort_template, tmp_path):
     cohort = load_cohort(small_cohort_template)
     config = dataclasses.replace(LATE, combine="mean")
-    model = train_model(cohort, config, tmp_path / "cache", threshold_repeats=1)
+    model = train_model(cohort, config, tmp_path / "cache", threshold_repeats=1, outer_repeats=1)
     patient = cohort.labelled()[0]
     cells = instance_scores(model, patient, tmp_path / "cache")
     assert len(cells) == len(patient.images) and set(cells["measure"]) == {"cell probability"}

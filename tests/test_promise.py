@@ -145,3 +145,16 @@ def test_train_stores_the_promise_where_other_checks_read_it(small_cohort, tmp_p
                         np.where(predictions.probability >= max(zones["rule_in"], zones["rule_out"]),
                                  "rule-in", "refer"))
     assert predictions.zone.tolist() == expected.tolist()
+
+
+def test_evaluate_json_carries_the_subgroup_figures(small_cohort, tmp_path, capsys):
+    from lympho.cli import main
+
+    out = tmp_path / "run.json"
+    assert main(["evaluate", "--data", str(small_cohort), "--features", "clinical", "--classifier", "logreg",
+                 "--cache-dir", str(tmp_path / "cache"), "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["summary"]["subgroups"]
+    assert {r["group"] for r in rows} == {"age", "lymphocyte count", "gender"}
+    n = len(load_cohort(small_cohort).labelled())
+    assert all(sum(r["n"] for r in rows if r["group"] == g) == n for g in ("age", "gender"))
+    assert "by subgroup, out of fold at the same threshold: least reliable in:" in capsys.readouterr().out

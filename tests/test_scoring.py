@@ -9,9 +9,11 @@ import pandas as pd
 import pytest
 
 from lympho.data import REFERENCE_DATE, CohortError, load_cohort
-from lympho.evaluation import LEAVE_ONE_REPEAT_OUT, SIMILAR_PATIENTS, oof_estimates, threshold_for_sensitivity
+from lympho.evaluation import SIMILAR_PATIENTS, oof_estimates, threshold_for_sensitivity
 from lympho.experiment import ExperimentConfig
-from lympho.scoring import (TARGET_SENSITIVITY, THRESHOLD_REPEATS, ModelError, instance_scores, load_model,
+from lympho.experiment import TARGET_SENSITIVITY, THRESHOLD_REPEATS
+from lympho.promise import Rule
+from lympho.scoring import (ModelError, instance_scores, load_model,
                             make_patient, model_catalog, patient_warnings, save_model, score_patient, train_model)
 
 IMAGE_MODEL = ExperimentConfig(features="both", weights="none", precision="fp32", classifier="logreg")
@@ -38,7 +40,7 @@ def saved_model(shared, tmp_path):
 
 def test_round_trip_gives_the_same_predictions(cohort, saved_model, shared):
     cache = shared[2]
-    fitted = train_model(cohort, IMAGE_MODEL, cache, threshold_repeats=2)
+    fitted = train_model(cohort, IMAGE_MODEL, cache, threshold_repeats=2, outer_repeats=1)
     loaded = load_model(saved_model)
     assert loaded.config == IMAGE_MODEL and loaded.meta["n_features"] == 3 + 512
     test = cohort.select("test")
@@ -84,7 +86,7 @@ def test_missing_or_damaged_models_are_clear_errors(saved_model, tmp_path):
 def test_model_json_records_config_and_versions(saved_model):
     meta = json.loads((saved_model / "model.json").read_text())
     assert meta["config"]["features"] == "both" and "torch" in meta["versions"]
-    # the resolved device and precision, and what else the features depend on (issue 6, item 7)
+    # the resolved device and precision, and what else the features depend on
     assert meta["encoder"]["device"] == "cpu" and meta["encoder"]["precision"] == "fp32"
     assert {"torch", "torchvision", "random_init_seed", "version"} <= set(meta["encoder"])
 
@@ -138,12 +140,13 @@ def test_out_of_fold_predictions_choose_an_operating_point(shared, tmp_path):
     per_repeat = [threshold_for_sensitivity(part["y_true"], part["probability"], 0.9)
                   for _, part in oof.groupby("repeat")]
     assert model.threshold_for_sensitivity(0.9) == pytest.approx(np.median(per_repeat))
-    # The model carries its default operating point (95 % sensitivity) and its honest estimate.
+    # The model carries its operating point, its promise (nested) and, second, its apparent figure.
     stored = model.meta["operating_point"]
     assert stored["target_sensitivity"] == TARGET_SENSITIVITY
     assert model.threshold == stored["threshold"] == model.threshold_for_sensitivity(TARGET_SENSITIVITY)
-    assert stored["estimate"]["method"] == LEAVE_ONE_REPEAT_OUT
-    assert stored["estimate"]["repeats"] == THRESHOLD_REPEATS and stored["estimate"]["n_patients"] == n
+    assert stored["estimate"]["kind"] == "nested" and stored["estimate"]["n_patients"] == n
+    assert stored["apparent"]["repeats"] == THRESHOLD_REPEATS and "apparent" in stored["apparent"]["method"]
+    assert stored["threshold_range"] == {"min": min(stored["per_repeat"]), "max": max(stored["per_repeat"])}
     recall = stored["estimate"]["metrics"]["recall"]
     assert 0 <= recall["low"] <= recall["estimate"] <= recall["high"] <= 1
     fixed = model.operating_point_estimate(threshold=0.5)
@@ -164,15 +167,18 @@ def test_predict_and_score_use_the_stored_threshold(shared):
 
 def test_a_fixed_threshold_is_stored_with_its_estimate(cohort):
     config = ExperimentConfig(features="clinical", classifier="logreg")
-    model = train_model(cohort, config, threshold=0.3, threshold_repeats=3)
+    model = train_model(cohort, config, rule=Rule("fixed", 0.3), threshold_repeats=3, outer_repeats=1)
     point = model.meta["operating_point"]
     assert point["threshold"] == model.threshold == 0.3 and point["target_sensitivity"] is None
-    assert point["estimate"] == oof_estimates(model.meta["oof"], 0.3)
+    assert point["estimate"]["thresholds"]["per_split"] == [0.3] * 3  # nothing to choose
+    plain = oof_estimates(model.meta["oof"], 0.3)["metrics"]
+    assert {m: v["estimate"] for m, v in point["apparent"]["metrics"].items()} == \
+        pytest.approx({m: v["estimate"] for m, v in plain.items()}, nan_ok=True)
 
 
 def test_a_cohort_too_small_for_cv_stores_no_oof(cohort, tmp_path):
     config = ExperimentConfig(features="clinical", classifier="logreg", folds=10)
-    model = load_model(save_model(train_model(cohort, config), tmp_path / "m"))
+    model = load_model(save_model(train_model(cohort, config, outer_repeats=1), tmp_path / "m"))
     assert model.meta["oof"] is None and "fewer than folds=10" in model.meta["oof_unavailable"]
     with pytest.raises(ModelError, match="no out-of-fold predictions.*fewer than folds=10"):
         model.threshold_for_sensitivity(0.9)
@@ -191,7 +197,7 @@ def test_instance_scores_rank_every_cell(shared):
     # Mean pooling + a linear classifier: the patient's logit is the mean of the cells' logits.
     probability = score_patient(model, patient, cache)["probability"]
     assert logit(probability) == pytest.approx(logit(scores.score.to_numpy()).mean(), abs=1e-6)
-    clinical = train_model(cohort, ExperimentConfig(features="clinical", classifier="logreg"))
+    clinical = train_model(cohort, ExperimentConfig(features="clinical", classifier="logreg"), outer_repeats=1)
     assert instance_scores(clinical, patient) is None
 
 

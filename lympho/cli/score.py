@@ -43,7 +43,7 @@ def patient_images(source: Path, scratch: Path) -> Path | list[Path]:
 
 def cmd_score(args) -> None:
     from lympho import reports
-    from lympho.decision import age_text, evidence_text, similar_text
+    from lympho.decision import age_text, evidence_text, promise_text, similar_text, zone_text
     from lympho.scoring import instance_scores, load_model, make_patient, patient_warnings, score_patient
 
     model = load_model(args.model, trust_pickle=args.trust_pickle)
@@ -59,10 +59,16 @@ def cmd_score(args) -> None:
         cells = instance_scores(model, patient, cache_dir)
         ranked = [] if cells is None else [(p.read_bytes(), s) for p, s in zip(cells.path, cells.score)]
     decision = "malignant" if result["prediction"] else "reactive"
+    zone = zone_text(result["zone"], model.meta)
+    if zone:
+        print(f"triage zone: {zone}")
     print(f"probability of malignancy {result['probability']:.3f} -> {decision} at threshold "
           f"{threshold:.3f} ({result['n_images']} images; model: {result['model']})")
     print(f"inputs: {age_text(patient.age, patient.sampling_date)}, gender {patient.gender}, "
           f"lymphocyte count {patient.lymph_count:g} x10^9/L")
+    promise = promise_text(model.meta.get("operating_point"))
+    if promise:
+        print(f"the model's promise at its stored threshold (nested CV, 95% intervals): {promise}")
     evidence, similar = evidence_text(result), similar_text(result)
     if evidence:
         print(f"each expert's probability: {evidence}")
