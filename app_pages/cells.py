@@ -106,3 +106,28 @@ def _census(space) -> None:
         st.markdown(f"**C{row.cluster}**: {row.Reactive:.0%} of a reactive patient's cells, "
                     f"{row.Malignant:.0%} of a malignant patient's")
         st.image([read_image(path) for path in census.typical[row.cluster]], width=72)
+
+
+def score_census(cohort, images: list[bytes]) -> None:
+    """The Score page's last section: the scored patient's cell census beside the cohort's."""
+    from lympho.encoders.ssl import find_weights
+
+    st.subheader("This patient's cell census")
+    try:
+        find_weights()
+    except WeightsUnavailable as err:
+        st.caption(f"Needs the ssl encoder: {err}")
+        return
+    if st.button("Compare this patient's cells with the cohort's",
+                 help="ssl features of the cohort's cells (cached after the first time) and of these cells"):
+        from lympho.cellspace import upload_census
+
+        job = current_job(SPACE)  # the Data page's cell space of this cohort, when it was computed
+        done = job is not None and not job.running and not job.error
+        space = job.result if done and job.result.patients == list(cohort.patients) else None
+        with st.spinner("Embedding the cells…"):
+            shares = upload_census(cohort, images, cache_dir(), space=space)
+        st.plotly_chart(figures.census_shares(shares, patient="This patient"), key="score_census")
+        st.caption("Clusters of the labelled patients' cells in the learned space (k = 16, no label read); bars: "
+                   "the mean share of each among reactive and malignant patients' cells; diamonds: this patient's. "
+                   "The Data page shows each cluster's typical cells.")

@@ -111,3 +111,18 @@ def patient_cells(images: Sequence[Path], cache_dir: Path | None) -> np.ndarray:
     from lympho.features import FeatureExtractor
 
     return FeatureExtractor("ssl", cache_dir=cache_dir).extract(list(images))
+
+
+def upload_census(cohort: Cohort, images: Sequence[bytes], cache_dir: Path | None, k: int = 16,
+                  space: CellSpace | None = None) -> pd.DataFrame:
+    """The census of a scored patient's uploaded cells (their files' bytes) beside the
+    cohort's (:func:`cohort_census` of ``space``, else of :func:`cell_space` of ``cohort``)."""
+    import tempfile
+
+    census = cohort_census(space or cell_space(cohort, cache_dir), k)
+    with tempfile.TemporaryDirectory(dir=cache_dir) as scratch:
+        paths = []
+        for i, data in enumerate(images):
+            paths.append(Path(scratch) / f"{i:05d}.img")
+            paths[-1].write_bytes(data)
+        return patient_census(census, patient_cells(paths, cache_dir))

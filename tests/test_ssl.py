@@ -141,3 +141,9 @@ def test_data_page_cell_space_and_census(small_cohort, isolated_cache, tmp_path,
     assert any("nearest the chosen cell" in str(m.value) for m in app.markdown)
     assert "Cell census" in app.get("plotly_chart")[-1].proto.spec
     assert any(str(m.value).startswith("**C") for m in app.markdown)  # a strip of typical cells per cluster
+    from lympho.cellspace import upload_census
+
+    cohort = app.session_state["cohort"]
+    uploaded = [path.read_bytes() for path in cohort.patients[0].images]
+    shares = upload_census(cohort, uploaded, isolated_cache, k=4, space=app.session_state["jobs"]["cellspace"].result)
+    assert len(shares) == 4 and shares["This patient"].sum() == pytest.approx(1.0)  # the Score page's census
