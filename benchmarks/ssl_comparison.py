@@ -5,17 +5,21 @@ For each image encoder (``morphology``; ``ssl``, the weights ``--encoder ssl`` r
 mean+max, the cell census with k = 16, 32 (``census``), 64, fitted inside each training fold):
 
 - image-only ROC AUC out of fold: the LogRegCV image expert alone, over ``--repeats`` x
-  3-fold CV per split seed (mean over the repeats of each repeat's pooled out-of-fold AUC);
+  3-fold CV per split seed of ``--seeds`` (mean over the repeats of each repeat's pooled
+  out-of-fold AUC), for the poolings of ``--oof-poolings``;
 - fused ROC AUC and balanced accuracy (at 0.5) out of fold: the same expert late-fused with the
   clinical LogReg expert, mean of log-odds, equal weights (the form of selection.fusion_grid);
 - the nested estimate (lympho.selection.nested_cv, balanced accuracy at 0.5) of choosing
-  the pooling (and so k) among the five fused candidates of that encoder, per split seed.
+  the pooling (and so k) among the five fused candidates of that encoder, per split seed of
+  ``--nested-seeds``.
 
-Labels are read here (it is an evaluation); the ssl encoder's pretraining read none. Run it
-niced on a shared machine (a few minutes per seed on 2 cores):
+Labels are read here (it is an evaluation); the ssl encoder's pretraining read none. Each fit
+of the LogRegCV expert takes about 3 s on a loaded 2-core CPU, so run one process per encoder,
+niced, and print the tables of their JSON files together:
 
-    nice -n 5 python benchmarks/ssl_comparison.py [--data DIR] [--cache-dir DIR] [--seeds 0 1]
-        [--repeats 5] [--encoders morphology ssl both] [--json FILE]
+    nice -n 5 python benchmarks/ssl_comparison.py --encoders ssl --json ssl.json [--data DIR]
+        [--cache-dir DIR] [--seeds 0] [--repeats 3] [--nested-seeds 0 1] [--outer-repeats 1]
+    python benchmarks/ssl_comparison.py --tables morphology.json ssl.json both.json
 """
 
 import argparse
@@ -81,7 +85,8 @@ def oof_scores(estimator, X, y, repeats: int, seed: int) -> dict:
             "balanced_accuracy": float(np.mean(bas))}
 
 
-def compare(cohort, cache_dir, encoders, seeds, repeats: int, outer_repeats: int) -> dict:
+def compare(cohort, cache_dir, encoders, seeds, repeats: int, oof_poolings, nested_seeds, outer_repeats: int,
+            inner_repeats: int) -> dict:
     patients = cohort.labelled()
     y = np.array([p.label for p in patients])
     clinical = clinical_matrix(patients)
@@ -90,15 +95,16 @@ def compare(cohort, cache_dir, encoders, seeds, repeats: int, outer_repeats: int
     for name in encoders:
         X = records(clinical, bags[name])
         for seed in seeds:
-            for pooling in POOLINGS:
+            for pooling in oof_poolings:
                 alone = oof_scores(expert(pooling, False, seed), X, y, repeats, seed)
                 fused = oof_scores(expert(pooling, True, seed), X, y, repeats, seed)
                 rows.append({"encoder": name, "pooling": pooling, "seed": seed, "image_auc": alone["roc_auc"],
                              "image_auc_sd": alone["roc_auc_sd"], "fused_auc": fused["roc_auc"],
                              "fused_ba": fused["balanced_accuracy"]})
                 print(json.dumps(rows[-1]), flush=True)
+        for seed in nested_seeds:
             candidates = [Candidate(f"{name}/{p}", expert(p, True, seed), X) for p in POOLINGS]
-            result = nested_cv(candidates, y, outer_repeats=outer_repeats, seed=seed)
+            result = nested_cv(candidates, y, outer_repeats=outer_repeats, inner_repeats=inner_repeats, seed=seed)
             nested.append({"encoder": name, "seed": seed, "nested_ba": result["nested"]["score"]["mean"],
                            "nested_ba_ci": [result["nested"]["score"]["ci_low"], result["nested"]["score"]["ci_high"]],
                            "naive_ba": result["naive"]["score"]["mean"], "naive": result["naive"]["label"],
@@ -111,6 +117,7 @@ def print_tables(result: dict) -> None:
     import pandas as pd
 
     rows = pd.DataFrame(result["rows"])
+    print(f"Out of fold: {len(set(rows.seed))} split seed(s) x {result['repeats']} repeats of 3-fold CV")
     table = rows.groupby(["encoder", "pooling"], sort=False).agg(
         image_auc=("image_auc", "mean"), image_auc_seed_sd=("image_auc", "std"), fused_auc=("fused_auc", "mean"),
         fused_auc_seed_sd=("fused_auc", "std"), fused_ba=("fused_ba", "mean")).reset_index()
@@ -127,17 +134,28 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "lymphocytosis")
     parser.add_argument("--cache-dir", type=Path)
     parser.add_argument("--encoders", nargs="+", choices=tuple(ENCODERS), default=list(ENCODERS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    parser.add_argument("--repeats", type=int, default=5, help="3-fold CV repeats per seed, out of fold")
-    parser.add_argument("--outer-repeats", type=int, default=3, help="outer 3-fold repeats of the nested CV")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="split seeds, out of fold")
+    parser.add_argument("--repeats", type=int, default=3, help="3-fold CV repeats per seed, out of fold")
+    parser.add_argument("--oof-poolings", nargs="+", choices=POOLINGS, default=["mean", "meanmax", "census"])
+    parser.add_argument("--nested-seeds", nargs="*", type=int, default=[0, 1])
+    parser.add_argument("--outer-repeats", type=int, default=1, help="outer 3-fold repeats of the nested CV")
+    parser.add_argument("--inner-repeats", type=int, default=1, help="inner 3-fold repeats of the nested CV")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--tables", nargs="+", type=Path, help="print the tables of these JSON files together")
     args = parser.parse_args()
+    if args.tables:
+        parts = [json.loads(path.read_text()) for path in args.tables]
+        print_tables({"repeats": parts[0]["repeats"], "rows": [r for p in parts for r in p["rows"]],
+                      "nested": [n for p in parts for n in p["nested"]]})
+        return
     from lympho.encoders.ssl import find_weights, weights_digest
 
     cohort = load_cohort(args.data)
     weights = find_weights()
     start = time.perf_counter()
-    result = compare(cohort, args.cache_dir, args.encoders, args.seeds, args.repeats, args.outer_repeats)
+    result = compare(cohort, args.cache_dir, args.encoders, args.seeds, args.repeats, args.oof_poolings,
+                     args.nested_seeds, args.outer_repeats, args.inner_repeats)
+    result["repeats"] = args.repeats
     seconds = time.perf_counter() - start
     print_tables(result)
     print(f"\n{seconds:.0f} s on {cpu_model()}; ssl weights {weights} ({weights_digest(weights)[:12]})")
