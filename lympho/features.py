@@ -35,7 +35,7 @@ from typing import Callable, Iterator, Sequence
 import diskcache
 import numpy as np
 
-from lympho.data import CohortError, Patient, cache_error
+from lympho.data import CohortError, Patient, cache_error, check_image
 from lympho.encoders import Encoder, cache_key, describe, make_encoder
 from lympho.encoders.preprocessing import Preprocessing
 from lympho.hashindex import HashIndex, content_hash  # noqa: F401  (content_hash: part of the API)
@@ -369,7 +369,12 @@ class FeatureExtractor:
                 on_batch(list(range(start, start + len(features))), features)
 
     def extract(self, paths: Sequence[Path], progress: Progress | None = None) -> np.ndarray:
-        """Features of every image (n, feature_dim), from the cache where possible."""
+        """Features of every image (n, feature_dim), from the cache where possible.
+
+        The images that have to be decoded (their content's features are not cached) have
+        their headers read first (:func:`lympho.data.check_image`): an unreadable one is
+        refused by name before any is decoded. A cached one was decoded when it was stored,
+        so a fully cached run opens no image file at all."""
         started = time.perf_counter()
         prefix = self.key_prefix
         keys = [f"{digest}/{prefix}" for digest in self.hashes.hashes(paths, self.rehash)]
@@ -394,7 +399,10 @@ class FeatureExtractor:
                 progress(done, len(paths))
 
         if missing:
-            self._compute([paths[i] for i in missing], store)
+            todo = [paths[i] for i in missing]
+            for path in todo:  # an unreadable file is refused by name before anything is computed
+                check_image(path)
+            self._compute(todo, store)
         seconds = time.perf_counter() - started
         self.last_stats = {"images": len(paths), "extracted": len(missing), "cached": len(found),
                            "seconds": seconds, "images_per_second": len(paths) / max(seconds, 1e-9)}

@@ -193,9 +193,10 @@ def run_store_of(args):
     return RunStore(cache_dir_of(args) / "runs")
 
 
-def load(args):
-    """The cohort of ``--data``, saying on stderr when it is the synthetic demo and what looked wrong."""
-    cohort = resolve_cohort(args.data, cache_dir_of(args))
+def load(args, verify_images: bool = True):
+    """The cohort of ``--data``, saying on stderr when it is the synthetic demo and what looked wrong.
+    ``verify_images=False``: the images' headers are left to the caller (``extract``'s extractor)."""
+    cohort = resolve_cohort(args.data, cache_dir_of(args), verify_images)
     if cohort.synthetic:
         print(f"[SYNTHETIC DEMO COHORT: {cohort.root}; pass --data DIR for real patients]", file=sys.stderr)
     for warning in cohort.warnings:

@@ -29,7 +29,9 @@ def cmd_extract(args) -> None:
     from lympho.experiment import make_extractor
 
     config = config_from(args, EXTRACT_BASE)
-    cohort = load(args)
+    # No header check here: the extractor reads the headers of the images it has to decode before
+    # decoding any, and refuses an unreadable one by name; a cached image was decoded before.
+    cohort = load(args, verify_images=False)
     patients = cohort.select(args.split)
     extractor = make_extractor(config, cache_dir_of(args), engine_of(args), args.rehash, args.device)
     bars = ProgressBars()
