@@ -99,8 +99,22 @@ def fusion_grid() -> list:
     ]
 
 
+def cells_grid() -> list:
+    """The image expert's encoder and pooling (issue: the self-supervised cell encoder): the late
+    fusion of the clinical LogReg expert and the LogRegCV image expert (log-odds mean, equal
+    weights, class-weighted) on morphology or ssl features (``python -m lympho pretrain``),
+    pooled by mean, mean+max or the cell census with k = 16, 32 or 64 (fitted inside each
+    training fold): 10 candidates."""
+    from lympho.experiment import ExperimentConfig
+
+    late = ExperimentConfig(features="both", encoder="morphology", classifier="logreg", imbalance="weights",
+                            fusion="late", combine="logit", image_model="pooled", image_classifier="logregcv")
+    return [dataclasses.replace(late, encoder=encoder, pooling=pooling) for encoder in ("morphology", "ssl")
+            for pooling in ("mean", "meanmax", "census16", "census", "census64")]
+
+
 #: The named candidate grids of ``python -m lympho select --grid``.
-GRIDS = {"clinical": clinical_grid, "images": images_grid, "fusion": fusion_grid}
+GRIDS = {"clinical": clinical_grid, "images": images_grid, "fusion": fusion_grid, "cells": cells_grid}
 
 
 def config_candidates(cohort, configs: Sequence, cache_dir=None, progress=None) -> tuple[list[Candidate], np.ndarray]:

@@ -99,6 +99,10 @@ def test_census_fractions(small_cohort):
     assert {"census", "census16", "census64"} <= set(POOLING_NAMES)
     with pytest.raises(ValueError, match="fitted on the training patients"):
         pool_bags(list(bags), "census")
+    from lympho.selection import GRIDS
+
+    grid = GRIDS["cells"]()  # select --grid cells: k chosen among 16, 32, 64 by the nested procedure
+    assert len(grid) == 10 and {c.encoder for c in grid} == {"morphology", "ssl"} and "census64" in {c.pooling for c in grid}
 
 
 def test_evaluate_with_ssl_census_late_fusion(small_cohort, tmp_path, monkeypatch):
@@ -111,7 +115,8 @@ def test_evaluate_with_ssl_census_late_fusion(small_cohort, tmp_path, monkeypatc
     assert 0 <= run["summary"]["roc_auc"]["mean"] <= 1
 
 
-def test_cli_pretrain_end_to_end(small_cohort, isolated_cache, capsys):
+def test_cli_pretrain_end_to_end(small_cohort, isolated_cache, capsys, monkeypatch):
+    monkeypatch.setattr("lympho.encoders.pretraining.CPU_SETTINGS", TINY)  # the CPU preset, shrunk
     assert main(["pretrain", "--data", str(small_cohort), "--epochs", "2", "--device", "cpu"]) == 0
     out = capsys.readouterr()
     assert "labels are not read" in out.err

@@ -15,11 +15,13 @@ def add_parser(commands) -> None:
     """Add the ``select`` command to ``commands``, the subparsers of ``python -m lympho``."""
     select = commands.add_parser("select", help="nested cross-validation of choosing the best configuration")
     add_data_options(select)
-    select.add_argument("--grid", choices=("clinical", "images", "fusion"), default="clinical",
+    select.add_argument("--grid", choices=("clinical", "images", "fusion", "cells"), default="clinical",
                         help="the candidates: clinical (12: classifier x imbalance), images (those and 16 on "
                              "random-initialisation resnet18 features; extracts them once) or fusion (9: "
                              "clinical models and late fusions with morphology, the recommended "
-                             "configuration's choice, best with --sensitivity 0.95); default: clinical")
+                             "configuration's choice, best with --sensitivity 0.95) or cells (10: late fusions "
+                             "with morphology or ssl features, pooled by mean, meanmax or a census of 16, 32 or "
+                             "64 cell clusters); default: clinical")
     for name, default in (("outer-folds", 3), ("outer-repeats", 3), ("inner-folds", 3), ("inner-repeats", 2),
                           ("seed", 0)):
         select.add_argument(f"--{name}", type=setting(name.split("-")[-1]), default=default,
