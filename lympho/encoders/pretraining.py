@@ -9,12 +9,12 @@ side) into one uint8 tensor on the device, so an epoch decodes no JPEG; the view
 from it in batches with torch ops (one affine resampling for crop, scale, rotation and flip;
 brightness, contrast and saturation jitter, occasional grey and blur), on the GPU when there
 is one. Convolutions run channels-last (about twice as fast on this 2-core CPU in bf16) and
-in bf16 where the hardware has it natively. Every epoch ends with a checkpoint (model, optimiser, loss curve: safetensors,
-written to a temporary sibling and renamed), from which ``resume`` continues to the same
-weights as an uninterrupted run: each epoch's randomness comes from a generator seeded by
-``(seed, epoch)`` and the learning rate is a function of the step. The result is
-``model.safetensors`` and ``record.json`` (data fingerprint, images, method, every
-setting, seed, loss curve, device, wall time) in ``<cache>/encoders/ssl-<hash>/``.
+in bf16 where the hardware has it natively. Every epoch ends with a checkpoint (model,
+optimiser, loss curve: safetensors, written to a temporary sibling and renamed), from which
+``resume`` continues to the same weights as an uninterrupted run: each epoch's randomness
+comes from a generator seeded by ``(seed, epoch)`` and the learning rate is a function of the
+step. The result is ``model.safetensors`` and ``record.json`` (data fingerprint, images,
+method, every setting, seed, loss curve, device, wall time) in ``<cache>/encoders/ssl-<hash>/``.
 """
 
 from __future__ import annotations
@@ -379,7 +379,7 @@ def pretrain(cohort: Cohort, cache_dir: Path, settings: Settings = CPU_SETTINGS,
     record = {
         "method": settings.method, "settings": settings.to_dict(), "seed": settings.seed,
         "epochs": state["epochs"], "steps_per_epoch": steps, "architecture": json.loads(architecture.to_json()),
-        "data": {"root": str(cohort.root), "synthetic": cohort.synthetic, "fingerprint": fingerprint,
+        "data": {"root": str(Path(cohort.root).resolve()), "synthetic": cohort.synthetic, "fingerprint": fingerprint,
                  "images": len(paths), "patients": len(cohort.patients), "labels_read": False},
         "losses": state["losses"], "device": torch_device.type, "device_name": _device_name(torch_device),
         "precision": precision, "torch": torch.__version__, "training_seconds": round(training_seconds, 2),
