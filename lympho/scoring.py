@@ -29,6 +29,7 @@ import pandas as pd
 from lympho.data import (IMAGE_SUFFIXES, UNKNOWN_LABEL, CohortError, Patient, age_at, age_warning, check_age,
                          check_image, check_sampling_date, check_sensitivity, check_threshold, list_images,
                          lymph_count_warning, parse_gender, parse_id, parse_lymph_count)
+from lympho.encoders.ssl import check_model_weights
 from lympho.evaluation import cross_validate, oof_estimates, similar_patients, threshold_from_repeats
 from lympho.evaluation import operating_point as _operating_point
 from lympho.evaluation import threshold_for_sensitivity as _threshold_for_sensitivity
@@ -82,6 +83,7 @@ class TrainedModel:
         A ``threshold`` outside (0, 1] is refused (a ValueError naming it)."""
         threshold = self.threshold if threshold is None else check_threshold(threshold)
         unlabelled = [dataclasses.replace(p, label=UNKNOWN_LABEL) for p in patients]
+        check_model_weights(self.meta.get("encoder"))
         bags = instance_bags(unlabelled, self.config, cache_dir, progress)
         X, _ = design_matrix(unlabelled, self.config, bags)
         if hasattr(self.pipeline, "expert_probabilities"):  # a late fusion: each expert once, then combined
@@ -462,6 +464,7 @@ def instance_scores(model: TrainedModel, patient: Patient, cache_dir: Path | Non
     if not config.uses_images:
         return None
     unlabelled = dataclasses.replace(patient, label=UNKNOWN_LABEL)
+    check_model_weights(model.meta.get("encoder"))
     bags = instance_bags([unlabelled], config, cache_dir)
     paths = [Path(p) for p in unlabelled.images]
     if config.uses_records:

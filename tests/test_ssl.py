@@ -153,3 +153,13 @@ def test_data_page_cell_space_and_census(small_cohort, isolated_cache, tmp_path,
     uploaded = [path.read_bytes() for path in cohort.patients[0].images]
     shares = upload_census(cohort, uploaded, isolated_cache, k=4, space=app.session_state["jobs"]["cellspace"].result)
     assert len(shares) == 4 and shares["This patient"].sum() == pytest.approx(1.0)  # the Score page's census
+
+
+def test_a_model_scores_only_with_its_own_ssl_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv(ssl.WEIGHTS_ENV, str(tiny_weights(tmp_path / "one", seed=0)))
+    record = {"name": "ssl", **make_encoder("ssl", device="cpu").params()}
+    ssl.check_model_weights(record)  # the same weights: fine
+    ssl.check_model_weights({"name": "morphology", "kind": None})  # not ssl: nothing to check
+    monkeypatch.setenv(ssl.WEIGHTS_ENV, str(tiny_weights(tmp_path / "two", seed=1)))
+    with pytest.raises(WeightsUnavailable, match=f"set {ssl.WEIGHTS_ENV} to the model's weights"):
+        ssl.check_model_weights(record)

@@ -260,3 +260,17 @@ class SSLEncoder:
             cells = normalise(batch.to(self.device_name).permute(0, 3, 1, 2), self.architecture)
             cells = cells.contiguous(memory_format=torch.channels_last)
             return self.network(cells).float().cpu().numpy()
+
+
+def check_model_weights(encoder_record: dict | None) -> None:
+    """A model fitted on ssl features scores only with the same weights: refuse (one line
+    saying which weights to point at) when ``--encoder ssl`` now resolves to other ones. Any
+    other encoder record passes."""
+    if not encoder_record or encoder_record.get("kind") != "ssl":
+        return
+    path = find_weights()
+    current, stored = weights_digest(path)[:16], encoder_record["weights"]
+    if current != stored:
+        raise WeightsUnavailable(f"this model was fitted on ssl features of weights {stored[:12]}, but the ssl "
+                                 f"encoder now uses {current[:12]} ({path}): set {WEIGHTS_ENV} to the model's "
+                                 f"weights (<cache>/encoders/ssl-{stored[:12]}/{WEIGHTS_FILE})")
