@@ -65,11 +65,14 @@ with right:
         st.caption(f"95% intervals. Nested cross-validation of the whole training procedure on the "
                    f"{stored['cohort']['n_labelled']} labelled real patients ({design['outer_repeats']} x "
                    f"{design['outer_folds']}-fold outer, {design['inner_repeats']} x {design['inner_folds']}-fold "
-                   f"inner): the configuration (one of {len(design['candidates'])}) and the threshold are chosen "
-                   f"on the training part of every split, and again in each of {estimate['n_bootstrap']} "
-                   f"bootstrap draws over patients. The threshold ranged {point['threshold_range']['min']:.3f}–"
-                   f"{point['threshold_range']['max']:.3f} over the repeats. Measured {stored['computed']} on "
-                   f"{stored['machine']} ({stored['command']}).")
+                   f"inner): the configuration (one of {len(design['candidates'])})"
+                   + (" and the threshold are" if point["rule"]["kind"] != "fixed" else " is")
+                   + f" chosen on the training part of every split, and again in each of {estimate['n_bootstrap']} "
+                   f"bootstrap draws over patients. "
+                   + (f"The threshold ranged {point['threshold_range']['min']:.3f}–"
+                      f"{point['threshold_range']['max']:.3f} over the repeats. " if point["rule"]["kind"] != "fixed"
+                      else "The fixed threshold is read from no patient. ")
+                   + f"Measured {stored['computed']} on {stored['machine']} ({stored['command']}).")
         weakest = weakest_text(stored["subgroups"])
         if weakest:
             st.markdown(f"**Where it is weakest:** {weakest[0].upper()}{weakest[1:]}.")

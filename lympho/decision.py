@@ -119,20 +119,22 @@ def promise_lines(point: Mapping) -> list[str]:
     estimate, rule = point.get("estimate"), point.get("rule") or {}
     how = rule.get("text") or ("fixed threshold" if not point.get("target_sensitivity")
                                else f"threshold for {point['target_sensitivity']:.0%} sensitivity")
-    spread = point.get("threshold_range")
+    chosen = rule.get("kind") != "fixed"  # a fixed threshold is read from no patient: nothing to re-choose
+    spread = point.get("threshold_range") if chosen else None
     lines = []
     if promise_text(point):
         design = estimate["design"]
+        rechosen = "the configuration and threshold" if chosen else "the configuration"
         lines += [f"promise (what a new patient gets): {promise_text(point)}",
                   f"  {estimate['level']:.0%} intervals; nested cross-validation of the whole training procedure on "
                   f"{estimate['n_patients']} patients ({design['outer_repeats']} x {design['outer_folds']}-fold "
                   f"outer, {design['inner_repeats']} x {design['inner_folds']}-fold inner; "
-                  f"{len(design['candidates'])} candidate(s)), the configuration and threshold re-chosen in each "
+                  f"{len(design['candidates'])} candidate(s)), {rechosen} re-chosen in each "
                   f"of {estimate['n_bootstrap']} bootstrap draws over patients"]
     lines.append(f"decision: malignant when probability >= {float(point.get('threshold', 0.5)):.3f} ({how}"
                  + (f"; the repeats' thresholds ranged {spread['min']:.3f}-{spread['max']:.3f}" if spread else "")
                  + (f", the outer splits' {estimate['thresholds']['min']:.3f}-{estimate['thresholds']['max']:.3f}"
-                    if estimate and estimate.get("thresholds") else "") + ")")
+                    if chosen and estimate and estimate.get("thresholds") else "") + ")")
     apparent = point.get("apparent") if estimate and estimate.get("kind") == "nested" else point.get("estimate")
     if apparent:
         label = "apparent, measured on the patients it was chosen on (optimistic)" \

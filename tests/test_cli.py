@@ -34,8 +34,11 @@ def test_evaluate_on_real_clinical_data_writes_the_json_contract(real_data, tmp_
     stored = RunStore(Path(os.environ["LYMPHO_CACHE"]) / "runs").load(out.split("run stored as ")[1].split()[0])
     estimates = oof_estimates(stored["oof"], stored["summary"]["threshold"])
     assert stored["summary"]["headline"] == run["summary"]["headline"] == estimates
-    point = stored["summary"]["operating_point"]  # where a trained model would decide, as train prints it
+    # the promise of a model trained with this configuration comes first: train decides at the fixed 0.5
+    assert out.index("promise of a model trained with this configuration") < out.index("balanced_accuracy: ")
+    point = stored["summary"]["operating_point"]  # train --sensitivity 0.95: labelled apparent, after
     assert f"decision: malignant when probability >= {point['threshold']:.3f} (chosen for sensitivity 0.95" in out
+    assert out.index("promise of a model") < out.index("at 95% sensitivity instead (train --sensitivity 0.95), apparent")
     calibration = reliability(stored["oof"])  # the Experiment page's reliability diagram, in words
     brier = calibration["brier"]
     assert f"Brier score {brier['mean']:.3f} ± {brier['std']:.3f} over 2 repeat(s)" in out

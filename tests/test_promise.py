@@ -126,14 +126,15 @@ def test_subgroups_count_patients_and_leave_undefined_metrics_empty(small_cohort
 def test_train_stores_the_promise_where_other_checks_read_it(small_cohort, tmp_path):
     cohort = load_cohort(small_cohort)
     config = ExperimentConfig(features="clinical", classifier="logreg")
-    model = load_model(save_model(train_model(cohort, config, threshold_repeats=3, outer_repeats=2, inner_repeats=2,
-                                              n_boot=100), tmp_path / "m"))
+    model = load_model(save_model(train_model(cohort, config, rule=Rule("sensitivity", 0.9), threshold_repeats=3,
+                                              outer_repeats=2, inner_repeats=2, n_boot=100), tmp_path / "m"))
     meta = json.loads((tmp_path / "m" / "model.json").read_text())
     point = meta["operating_point"]
     for metric in ("balanced_accuracy", "recall", "specificity"):
         figure = point["estimate"]["metrics"][metric]
         assert {"estimate", "low", "high"} <= set(figure) and figure["low"] <= figure["estimate"] <= figure["high"]
     assert point["estimate"]["kind"] == "nested" and point["rule"]["kind"] == "sensitivity"
+    assert point["target_sensitivity"] == 0.9 and len(point["per_repeat"]) == 3
     assert point["threshold_range"]["min"] <= point["threshold"] <= point["threshold_range"]["max"]
     assert "optimistic" not in point["estimate"]["method"] and "apparent" in point["apparent"]["method"]
     assert {row["group"] for row in meta["subgroups"]} == {"age", "lymphocyte count", "gender"}

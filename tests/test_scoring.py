@@ -11,7 +11,7 @@ import pytest
 from lympho.data import REFERENCE_DATE, CohortError, load_cohort
 from lympho.evaluation import SIMILAR_PATIENTS, oof_estimates, threshold_for_sensitivity
 from lympho.experiment import ExperimentConfig
-from lympho.experiment import TARGET_SENSITIVITY, THRESHOLD_REPEATS
+from lympho.experiment import OPERATING_RULE, THRESHOLD_REPEATS
 from lympho.promise import Rule
 from lympho.scoring import (ModelError, instance_scores, load_model,
                             make_patient, model_catalog, patient_warnings, save_model, score_patient, train_model)
@@ -140,10 +140,11 @@ def test_out_of_fold_predictions_choose_an_operating_point(shared, tmp_path):
     per_repeat = [threshold_for_sensitivity(part["y_true"], part["probability"], 0.9)
                   for _, part in oof.groupby("repeat")]
     assert model.threshold_for_sensitivity(0.9) == pytest.approx(np.median(per_repeat))
-    # The model carries its operating point, its promise (nested) and, second, its apparent figure.
+    # The model carries its operating point (by default the fixed 0.5, read from no patient), its
+    # promise (nested) and, second, its apparent figure.
     stored = model.meta["operating_point"]
-    assert stored["target_sensitivity"] == TARGET_SENSITIVITY
-    assert model.threshold == stored["threshold"] == model.threshold_for_sensitivity(TARGET_SENSITIVITY)
+    assert (stored["rule"]["kind"], stored["rule"]["value"]) == OPERATING_RULE == ("fixed", 0.5)
+    assert model.threshold == stored["threshold"] == 0.5 and stored["target_sensitivity"] is None
     assert stored["estimate"]["kind"] == "nested" and stored["estimate"]["n_patients"] == n
     assert stored["apparent"]["repeats"] == THRESHOLD_REPEATS and "apparent" in stored["apparent"]["method"]
     assert stored["threshold_range"] == {"min": min(stored["per_repeat"]), "max": max(stored["per_repeat"])}

@@ -15,7 +15,7 @@ from pathlib import Path
 from lympho.data import check_sensitivity, check_setting, check_threshold, default_cache_dir, resolve_cohort, \
     usable_cache_dir
 from lympho.encoders import ENCODERS, PRECISIONS, WEIGHTS
-from lympho.experiment import FEATURE_SETS, TARGET_SENSITIVITY, ExperimentConfig
+from lympho.experiment import FEATURE_SETS, OPERATING_RULE, TARGET_SENSITIVITY, ExperimentConfig
 from lympho.models import CLASSIFIERS, COMBINES, FUSIONS, IMAGE_CLASSIFIERS, IMAGE_MODELS, IMBALANCE
 from lympho.pooling import POOLING_NAMES
 
@@ -226,18 +226,35 @@ def print_headline(run: dict) -> None:
     from lympho.evaluation import run_estimates
 
     estimates = run_estimates(run)
-    if estimates is not None:
+    if estimates is None:
+        return
+    kind, value = OPERATING_RULE
+    if kind == "fixed" and estimates["threshold"] == value:
+        print(f"promise of a model trained with this configuration (train decides at the fixed threshold {value:g}, "
+              f"chosen on no patient, so this out-of-fold figure is its nested estimate):")
+    else:
         print(f"at threshold {estimates['threshold']:g} (malignant when probability >= threshold):")
-        print("\n".join(headline_lines(estimates)))
+    print("\n".join(headline_lines(estimates)))
+
+
+def print_subgroups(run: dict) -> None:
+    """Where the run's model is least reliable, by clinical subgroup (``--json`` has every band)."""
+    from lympho.decision import weakest_text
+
+    text = weakest_text((run.get("summary") or {}).get("subgroups") or [])
+    if text:
+        print(f"by subgroup, out of fold at the same threshold: {text} (every band: --json, summary.subgroups)")
 
 
 def print_operating_point(run: dict) -> None:
-    """Where a model trained like ``run`` would decide (runs of 2 or more repeats), as ``train`` prints it."""
+    """Where a model trained like ``run`` with ``--sensitivity`` would decide (runs of 2 or more repeats):
+    apparent, since the threshold is read from the same patients."""
     from lympho.evaluation import run_operating_point
 
     point = run_operating_point(run, TARGET_SENSITIVITY)
     if point is not None:
-        print("where a model trained like this would decide (each repeat at the other repeats' threshold):")
+        print(f"at {TARGET_SENSITIVITY:.0%} sensitivity instead (train --sensitivity {TARGET_SENSITIVITY}), apparent: "
+              f"the threshold is read from these same patients (each repeat at the other repeats' threshold):")
         print("\n".join(operating_point_lines(point)))
 
 
@@ -257,10 +274,12 @@ def print_calibration(run: dict) -> None:
 
 
 def print_run(run: dict) -> None:
-    """A run's fold table, fold summary, headline, operating point and calibration, as evaluate prints them."""
+    """A run's headline (the promise of a model trained like it) first, then its fold table and
+    summary, subgroups, the apparent 95 %-sensitivity view and calibration: evaluate and runs show."""
+    print_headline(run)
     print(fold_table(run["folds"]).to_string(index=False, float_format="%.3f"))
     print("mean ± std over folds (sample std, ddof=1): " + summary_line(run["summary"]))
-    print_headline(run)
+    print_subgroups(run)
     print_operating_point(run)
     print_calibration(run)
 
