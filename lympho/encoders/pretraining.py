@@ -41,7 +41,8 @@ from lympho.encoders import ssl
 from lympho.encoders.ssl import Architecture, build_network, load_cell, normalise
 
 METHODS = ("simclr",)
-#: (epochs done, epochs in total, steps done, steps in total, mean loss of the last epoch or None)
+#: Receives a dict per step and per epoch: ``stage`` ("decode" or "train"), ``done``, ``total``
+#: and, while training, ``epoch``, ``epochs`` and ``losses`` (each finished epoch's mean loss).
 Progress = Callable[[dict], None]
 CHECKPOINT_FILE = "checkpoint.safetensors"
 
