@@ -24,7 +24,7 @@ def show(cohort, cell) -> None:
     st.caption("A small ResNet trained by contrastive self-supervision (SimCLR) on every cell image of the "
                "cohort, train and test patients alike; no label is read. CLI: `python -m lympho pretrain`.")
     _pretraining(cohort)
-    from lympho.encoders.ssl import find_weights
+    from lympho.encoders.ssl import find_weights, weights_digest
 
     try:
         weights = find_weights()
@@ -40,7 +40,9 @@ def show(cohort, cell) -> None:
         start_job(SPACE, "Cell space", lambda progress: cell_space(cohort, cache, progress))
         st.rerun()
     job = finished_job(SPACE, "Embedding the cells failed")
-    if job is None or job.result.patients != list(cohort.patients):  # none yet, or of another cohort
+    stale = job is not None and (job.result.patients != list(cohort.patients)
+                                 or job.result.weights != weights_digest(weights)[:12])
+    if job is None or stale:  # none yet, or of another cohort or other weights: embed again
         return
     _nearest(job.result, cell)
     _census(job.result)
@@ -49,8 +51,8 @@ def show(cohort, cell) -> None:
 def _pretraining(cohort) -> None:
     busy = job_busy(PRETRAIN)
     minutes = st.number_input("Pretraining budget (minutes)", 1.0, 240.0, 20.0, step=5.0, disabled=busy,
-                              help="On a CPU: as many epochs as fit (measured on the first); on a GPU the "
-                                   "preset trains 385 epochs")
+                              help="As many epochs as fit, timed on the first (the device's preset network: a "
+                                   "small ResNet at 32 px on a CPU, a ResNet18 at 64 px on a GPU)")
     if st.button("Pretrain the cell encoder", disabled=busy):
         from lympho.encoders.pretraining import default_settings, pretrain, stage_progress
         from lympho.encoders.torchvision import resolve_device_name
