@@ -5,7 +5,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from lympho.reference import RECOMMENDED_ESTIMATE
+from lympho.reference import recommended_promise
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,12 +31,12 @@ def test_demo_cohort_is_the_default_and_marked(monkeypatch):
     app = start(monkeypatch)
     assert any("SYNTHETIC DEMO COHORT" in w.value for w in app.sidebar.warning)
     assert app.metric[0].value == "48"  # labelled patients, on the overview
-    estimate = RECOMMENDED_ESTIMATE["balanced_accuracy"]  # the recommended model, with its spread
+    promise = recommended_promise()["operating_point"]["estimate"]["metrics"]["balanced_accuracy"]
     shown = " ".join(m.value for m in app.markdown)
-    assert f"**{estimate['estimate']:.3f}** (95% CI {estimate['ci_low']:.2f}" in shown
-    at_point = RECOMMENDED_ESTIMATE["operating_point"]["balanced_accuracy"]  # how it decides, first
-    assert shown.index(f"**{at_point['estimate']:.3f}** ({at_point['ci_low']:.2f}") \
-        < shown.index("At probability 0.5 instead")
+    figure = f"**{promise['estimate']:.3f}** ({promise['low']:.2f}–{promise['high']:.2f})"
+    assert shown.count(figure) == 1  # the promise, once, first, and named as such
+    assert shown.index("**What a new patient gets** (the promise)") < shown.index(figure)
+    assert "Where it is weakest" in shown
 
 
 def test_real_cohort_from_lympho_data(monkeypatch, real_data):
