@@ -163,3 +163,28 @@ def test_a_model_scores_only_with_its_own_ssl_weights(tmp_path, monkeypatch):
     monkeypatch.setenv(ssl.WEIGHTS_ENV, str(tiny_weights(tmp_path / "two", seed=1)))
     with pytest.raises(WeightsUnavailable, match=f"set {ssl.WEIGHTS_ENV} to the model's weights"):
         ssl.check_model_weights(record)
+
+
+def test_data_page_pretraining_job_draws_its_loss_curve(small_cohort, isolated_cache, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    def fake_pretrain(cohort, cache_dir, settings, progress=None, **_):
+        progress({"stage": "train", "done": 2, "total": 4, "epoch": 1, "epochs": 2, "losses": [5.2]})
+        progress({"stage": "train", "done": 4, "total": 4, "epoch": 2, "epochs": 2, "losses": [5.2, 4.9]})
+        return {"epochs": 2, "data": {"images": 9}, "training_seconds": 1.0, "views_per_second": 18.0,
+                "device_name": "test CPU", "folder": "/nowhere/ssl-0123"}
+
+    monkeypatch.setattr("lympho.encoders.pretraining.pretrain", fake_pretrain)
+    app = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app_pages" / "data.py"), default_timeout=120)
+    app.session_state["cohort"] = load_cohort(small_cohort)
+    app.session_state["cache_dir"] = str(isolated_cache)
+    app.run()
+    next(b for b in app.button if b.label == "Pretrain the cell encoder").click().run()
+    job = app.session_state["jobs"]["pretrain"]
+    job.wait(60)
+    assert job.context["losses"] == [5.2, 4.9] and job.context["epochs"] == 2
+    app.run()
+    app.run()
+    assert not app.exception, app.exception
+    assert any("2 epochs on 9 cells" in str(s.value) for s in app.success)
+    assert any("contrastive loss" in chart.proto.spec for chart in app.get("plotly_chart"))
