@@ -115,12 +115,15 @@ class TrainedModel:
         return self.operating_point_estimate(sensitivity=target)["threshold"]
 
     def operating_point_estimate(self, threshold: float | None = None, sensitivity: float | None = None) -> dict:
-        """What a decision rule reaches on the training patients, out of fold, with intervals.
+        """What another decision rule reaches on the training patients, out of fold: apparent.
 
         With ``sensitivity``: the threshold chosen from the stored repeats for that target
         and its leave-one-repeat-out estimate. Otherwise ``threshold`` (default: the
-        stored one) and :func:`lympho.evaluation.oof_estimates` at it (a fixed threshold is
-        not chosen on these predictions). Returns ``threshold, target_sensitivity,
+        stored one) and :func:`lympho.evaluation.oof_estimates` at it. Either is measured on
+        the patients the threshold was read from (or, for one chosen by a user looking at
+        these figures, picked on), so it is labelled apparent wherever it is shown; the
+        promise (``meta["operating_point"]["estimate"]``) holds only at the stored threshold.
+        Returns ``threshold, target_sensitivity,
         estimate`` (``estimate`` formats with :func:`lympho.evaluation.format_estimate`) and,
         when chosen from repeats, ``per_repeat`` (each repeat's own threshold).
         """
@@ -132,7 +135,7 @@ class TrainedModel:
                 return {"threshold": chosen["threshold"], "target_sensitivity": sensitivity,
                         "per_repeat": chosen["per_repeat"], "estimate": chosen["estimate"]}
             threshold = min(_threshold_for_sensitivity(oof["y_true"], oof["probability"], sensitivity), 1.0)
-            estimate = oof_estimates(oof, threshold)  # an older model: one repeat, so say what it is
+            estimate = oof_estimates(oof, threshold)  # one repeat: read from and scored on the same predictions
             estimate["method"] += "; threshold chosen on these same predictions, so optimistic"
             return {"threshold": threshold, "target_sensitivity": sensitivity, "estimate": estimate}
         threshold = self.threshold if threshold is None else check_threshold(threshold)
