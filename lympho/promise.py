@@ -144,7 +144,7 @@ def _rates(y, decided, weights) -> tuple[np.ndarray, np.ndarray]:
     return sensitivity, specificity
 
 
-def _median_thresholds(rule: Rule, y, rows: np.ndarray, weights) -> np.ndarray:
+def _per_repeat_thresholds(rule: Rule, y, rows: np.ndarray, weights) -> np.ndarray:
     """Per draw, each repeat's threshold (draws x repeats)."""
     return np.stack([rule.thresholds(y, row, weights) for row in rows], axis=1)
 
@@ -162,7 +162,7 @@ def choose(rule: Rule, y, inner: Sequence[np.ndarray], weights) -> tuple[np.ndar
     """
     scores, cuts = [], []
     for rows in inner:
-        per_repeat = _median_thresholds(rule, y, rows, weights)
+        per_repeat = _per_repeat_thresholds(rule, y, rows, weights)
         held_out = per_repeat if len(rows) == 1 else np.stack(
             [np.median(np.delete(per_repeat, r, axis=1), axis=1) for r in range(len(rows))], axis=1)
         balanced = [np.mean(_rates(y, row[None, :] >= held_out[:, r:r + 1], weights), axis=0)
@@ -292,9 +292,9 @@ class _Tally:
             reactive = total - malignant
             for z, name in enumerate(ZONES):
                 out[f"{name}.fraction"] = self.zone_n[z] / total
-                wrong = self.zone_malignant[z] if name == "rule-out" else self.zone_n[z] - self.zone_malignant[z]
-                out[f"{name}.error_rate"] = wrong / self.zone_n[z] if name != "refer" else \
-                    self.zone_malignant[z] / self.zone_n[z]
+            out["rule-out.error_rate"] = self.zone_malignant[0] / self.zone_n[0]  # malignant patients ruled out
+            out["refer.malignant_share"] = self.zone_malignant[1] / self.zone_n[1]
+            out["rule-in.error_rate"] = (self.zone_n[2] - self.zone_malignant[2]) / self.zone_n[2]  # reactive ruled in
             out["rule-out.sensitivity"] = 1 - self.zone_malignant[0] / malignant
             out["rule-in.specificity"] = 1 - (self.zone_n[2] - self.zone_malignant[2]) / reactive
         with warnings.catch_warnings():  # an empty zone in every repeat has no error rate
@@ -309,7 +309,7 @@ def _decide(fit: NestedFit, rule: Rule, weights: np.ndarray) -> tuple[_Tally, li
         y_train, w_train, w_test = fit.y[train], weights[:, train], weights[:, test]
         chosen, cut = choose(rule, y_train, fit.inner[s], w_train)
         draw = np.arange(len(weights))
-        rule_out, rule_in = (np.stack([np.median(_median_thresholds(zone_rule, y_train, rows, w_train), axis=1)
+        rule_out, rule_in = (np.stack([np.median(_per_repeat_thresholds(zone_rule, y_train, rows, w_train), axis=1)
                                        for rows in fit.inner[s]])[chosen, draw] for zone_rule in (RULE_OUT, RULE_IN))
         probability = np.stack(fit.outer[s])[chosen]  # draws x test patients
         decided = probability >= cut[:, None]
@@ -353,9 +353,10 @@ def promise(fit: NestedFit, rule: Rule, *, n_boot: int = PROMISE_BOOTSTRAP, seed
     cuts = [float(r[1][0]) for r in record]
     chosen = [fit.labels[int(r[0][0])] for r in record]
     zones = {}
-    for name, index in zip(ZONES, range(3)):
+    for name in ZONES:
+        figure = "malignant_share" if name == "refer" else "error_rate"
         zone = {"fraction": _interval(point[f"{name}.fraction"][0], boot[f"{name}.fraction"], level),
-                "error_rate": _interval(point[f"{name}.error_rate"][0], boot[f"{name}.error_rate"], level)}
+                figure: _interval(point[f"{name}.{figure}"][0], boot[f"{name}.{figure}"], level)}
         if name != "refer":
             cut = [float(r[2 if name == "rule-out" else 3][0]) for r in record]
             zone["thresholds"] = {"min": min(cut), "max": max(cut)}
@@ -394,13 +395,13 @@ def final_choice(rule: Rule, y, inner: Sequence[np.ndarray], folds: int) -> dict
     ones = np.ones((1, len(y)))
     chosen = int(choose(rule, y, inner, ones)[0][0])
     rows = inner[chosen]
-    per_repeat = _median_thresholds(rule, y, rows, ones)[0]
+    per_repeat = _per_repeat_thresholds(rule, y, rows, ones)[0]
     threshold = float(min(np.median(per_repeat), 1.0))
     held_out = per_repeat if len(rows) == 1 else \
         np.array([np.median(np.delete(per_repeat, r)) for r in range(len(rows))])
     apparent = decision_estimates(y, rows >= held_out[:, None], folds=folds, method=APPARENT_METHOD,
                                   threshold=threshold)
-    zone_cuts = {name: float(np.median(_median_thresholds(zone_rule, y, rows, ones)))
+    zone_cuts = {name: float(np.median(_per_repeat_thresholds(zone_rule, y, rows, ones)))
                  for name, zone_rule in (("rule_out", RULE_OUT), ("rule_in", RULE_IN))}
     return {"chosen": chosen, "threshold": threshold, "per_repeat": [float(t) for t in per_repeat],
             "apparent": apparent, **zone_cuts}
