@@ -19,7 +19,7 @@ from lympho.encoders.torchvision import hub_checkpoint_path
 from lympho.decision import encoder_text
 from lympho.evaluation import (METRICS, format_estimate, oof_estimates, operating_point, reliability,
                                run_estimates, run_operating_point, threshold_for_sensitivity)
-from lympho.experiment import CLASSIFIER_NAMES, FEATURE_SETS, TARGET_SENSITIVITY, ExperimentConfig
+from lympho.experiment import CLASSIFIER_NAMES, FEATURE_SETS, OPERATING_RULE, TARGET_SENSITIVITY, ExperimentConfig
 from lympho.jobs import Job
 from lympho.models import COMBINE_NAMES, COMBINES, FUSIONS, IMAGE_CLASSIFIERS, IMAGE_MODELS
 from lympho.models.classifiers import CLASSIFIERS, IMBALANCE
@@ -188,14 +188,19 @@ def show_run(run: dict, key: str) -> None:
             column.metric(figures.metric_label(metric), f"{summary[metric]['mean']:.3f}",
                           f"spread across folds ± {summary[metric]['std']:.3f}", delta_color="off", delta_arrow="off")
     if estimates:
-        st.caption(f"Balanced accuracy {format_estimate(estimates, 'balanced_accuracy')}. "
+        kind, value = OPERATING_RULE
+        promise = (f"At {value:g}, the fixed threshold `train` decides at by default, read from no patient: this "
+                   "out-of-fold figure is therefore the promise of a model trained with this configuration. "
+                   if kind == "fixed" and estimates.get("threshold") == value else "")
+        st.caption(f"{promise}Balanced accuracy {format_estimate(estimates, 'balanced_accuracy')}. "
                    f"Run `{run.get('id', run['key'])}`, {run['created']}; the table's ± is the spread across folds.")
     else:
         st.caption(f"{figures.computed_on(run)}; run `{run.get('id', run['key'])}`, {run['created']}")
     point = run_operating_point(run, TARGET_SENSITIVITY)
     if point is not None:
-        st.markdown(f"**Where a model trained like this would decide:** threshold {point['threshold']:.3f} (for "
-                    f"{TARGET_SENSITIVITY:.0%} sensitivity, the median of the repeats' thresholds): "
+        st.markdown(f"**At {TARGET_SENSITIVITY:.0%} sensitivity instead (`train --sensitivity {TARGET_SENSITIVITY}`), "
+                    f"apparent:** threshold {point['threshold']:.3f} (the median of the repeats' thresholds, each "
+                    "repeat decided at the other repeats' median: read from these same patients, so optimistic): "
                     + "; ".join(f"{figures.metric_label(m).lower()} {format_estimate(point['estimate'], m)}"
                                 for m in ("balanced_accuracy", "recall", "specificity")))
     if run.get("encoder"):
@@ -247,11 +252,13 @@ def operating_point_view(run: dict, key: str) -> None:
         if oof["repeat"].nunique() > 1:
             chosen = run_operating_point(run, target)  # the stored one at the default target
             threshold, estimates = chosen["threshold"], chosen["estimate"]
-            note = estimates.get("method", "leave-one-repeat-out")
+            note = (estimates.get("method", "leave-one-repeat-out")
+                    + "; apparent, since the other repeats are these same patients")
         else:
             threshold = min(threshold_for_sensitivity(oof.y_true, oof.probability, target), 1.0)
             estimates = oof_estimates(oof, threshold)
-            note = "chosen and scored on the same predictions (optimistic): run 2 or more repeats for an honest one"
+            note = ("chosen and scored on the same predictions (optimistic): run 2 or more repeats to hold each "
+                    "repeat's threshold out")
     point = operating_point(oof.y_true, oof.probability, threshold)
     metrics = estimates["metrics"]
     st.caption(f"Threshold {min(threshold, 1.0):.3f}: sensitivity **{metrics['recall']['estimate']:.3f}** "

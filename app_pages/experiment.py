@@ -13,7 +13,9 @@ cohort = current_cohort()
 st.header("Experiment")
 synthetic_banner()
 st.caption("Patient-level stratified k-fold cross-validation; scaling and SMOTE are fitted on "
-           "training folds only. Defaults: the recommended configuration.")
+           "training folds only. Defaults: the recommended configuration (cells mean+max pooled, one of the "
+           "two candidates `train` chooses between). Headline figures are at 0.5, where `train` decides by "
+           "default.")
 
 busy = job_busy(SLOT)
 if busy:  # coming back mid-run: the form shows the running job's configuration

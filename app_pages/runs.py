@@ -41,9 +41,10 @@ metric_columns["balanced_accuracy_ci_high"] = st.column_config.NumberColumn("BA 
 metric_columns["balanced_accuracy_at_op"] = st.column_config.NumberColumn("BA at 95% sens.", format="%.3f")
 metric_columns["specificity_at_op"] = st.column_config.NumberColumn("Specificity at 95% sens.", format="%.3f")
 st.caption("Click a column header to sort; select rows to compare them. Metrics: mean over each run's folds; "
-           "BA 95% CI: bootstrap over patients of the run's out-of-fold predictions. At 95% sens.: at the threshold "
-           "a trained model would use (chosen from the repeats, each repeat decided at the others'), for runs of 2 "
-           "or more repeats.")
+           "BA 95% CI: bootstrap over patients of the run's out-of-fold predictions, at 0.5, where `train` decides "
+           "by default. At 95% sens.: apparent, at the threshold `train --sensitivity 0.95` would store (chosen from "
+           "the repeats, each repeat decided at the others', read from these same patients), for runs of 2 or more "
+           "repeats.")
 picked = st.dataframe(table, hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row",
                       key="runs_table", column_config=metric_columns, height=min(420, 38 + 35 * len(table)))
 

@@ -64,9 +64,9 @@ with st.expander("Train a model on the loaded cohort", expanded=not catalog, ico
         st.info("Load a cohort in the sidebar first.")
     else:
         st.caption("Any configuration, image-based ones included: it is fitted on every labelled patient, "
-                   "cross-validated to choose its operating point, and its promise is measured by nested "
-                   "cross-validation. Defaults: the recommended procedure, which chooses between the "
-                   "recommended configuration's poolings inside every training set.")
+                   "cross-validated to place its triage zones, decides at the fixed threshold 0.5, and its "
+                   "promise is measured by nested cross-validation. Defaults: the recommended procedure, which "
+                   "chooses between the recommended configuration's poolings inside every training set.")
         train_config = config_form("train", RECOMMENDED, disabled=job_busy(SLOT))
         if train_config is not None and st.button(f"Train {train_config.label()}", type="primary",
                                                   disabled=job_busy(SLOT)):

@@ -336,7 +336,8 @@ LEAVE_ONE_REPEAT_OUT = ("bootstrap over patients of each repeat's out-of-fold pr
 
 
 def threshold_from_repeats(oof, target: float) -> dict:
-    """A threshold for sensitivity ``target`` chosen from many repeats, and an honest estimate of it.
+    """A threshold for sensitivity ``target`` chosen from many repeats, and its leave-one-repeat-out
+    estimate (apparent: the other repeats are the same patients; the nested figure is lympho.promise).
 
     One cross-validation repeat gives a noisy threshold, and quoting the sensitivity
     it reaches on the same predictions is true by construction. Here each repeat's
@@ -425,7 +426,8 @@ def reliability(oof, bins: int = 5, level: float = CI_LEVEL) -> dict:
 
 
 def run_operating_point(run, target: float) -> dict | None:
-    """Where a model trained like ``run`` would decide: its stored ``summary["operating_point"]``
+    """Where a model trained like ``run`` with ``--sensitivity target`` would decide (apparent,
+    leave-one-repeat-out): its stored ``summary["operating_point"]``
     when that was chosen for sensitivity ``target``, else :func:`threshold_from_repeats` of its
     out-of-fold predictions; None for a run with one repeat (no threshold can be held out)."""
     stored = (run.get("summary") or {}).get("operating_point")

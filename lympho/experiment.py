@@ -206,7 +206,8 @@ RECOMMENDED = ExperimentConfig(features="both", encoder="morphology", pooling="m
 #: The candidates the recommended procedure chooses between: the recommended late fusion with the
 #: cells mean+max pooled or mean pooled (the simplest first: ties go to it).
 RECOMMENDED_GRID = (dataclasses.replace(RECOMMENDED, pooling="mean"), RECOMMENDED)
-#: The default operating point of a trained model: a screening tool must catch malignancy.
+#: The sensitivity of a run's apparent operating-point view (``summary["operating_point"]``,
+#: where ``train --sensitivity 0.95`` would decide); not the default rule (:data:`OPERATING_RULE`).
 TARGET_SENSITIVITY = 0.95
 #: The operating rule ``train`` stores unless told otherwise (lympho.promise.Rule's kind and value):
 #: the class-weighted models' own midpoint, read from no patient. Chosen by the covariate-shift
@@ -382,9 +383,10 @@ def cv_job(patients: Sequence[Patient], config: ExperimentConfig, bags: Sequence
 
 def run_record(cohort: Cohort, config: ExperimentConfig, result) -> dict:
     """The JSON-ready record of ``config``'s cross-validation ``result`` (a CVResult). With 2
-    or more repeats, ``summary["operating_point"]`` is where a trained model would decide: the
-    threshold for :data:`TARGET_SENSITIVITY` chosen from the repeats and its leave-one-repeat-out
-    estimate (:func:`lympho.evaluation.threshold_from_repeats`). ``summary["subgroups"]``: the
+    or more repeats, ``summary["operating_point"]`` is where ``train --sensitivity 0.95`` would
+    decide: the threshold for :data:`TARGET_SENSITIVITY` chosen from the repeats and its
+    leave-one-repeat-out estimate, apparent since the threshold is read from the same patients
+    (:func:`lympho.evaluation.threshold_from_repeats`). ``summary["subgroups"]``: the
     out-of-fold figures per clinical subgroup at the run's threshold
     (:func:`lympho.evaluation.oof_subgroups`)."""
     from lympho.evaluation import oof_subgroups, threshold_from_repeats

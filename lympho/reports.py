@@ -48,8 +48,9 @@ def runs_table(runs: Sequence[Mapping]) -> pd.DataFrame:
     :data:`lympho.evaluation.METRICS`, then the headline estimates: ``threshold`` and
     ``<metric>_estimate``, ``<metric>_ci_low``, ``<metric>_ci_high`` for each of
     :data:`lympho.evaluation.HEADLINE` (95 % bootstrap over patients of the out-of-fold
-    predictions; NaN for a run without them); then the same with ``_at_op`` at the run's stored
-    95 %-sensitivity operating point (leave-one-repeat-out; NaN for a run of one repeat)."""
+    predictions; NaN for a run without them); then the same with ``_at_op`` at 95 % sensitivity
+    (apparent, leave-one-repeat-out: the run's ``summary.operating_point``, where ``train
+    --sensitivity 0.95`` would decide; NaN for a run of one repeat)."""
     config_fields: list[str] = []
     for run in runs:
         config_fields += [k for k in run.get("config", {}) if k not in config_fields]
@@ -81,9 +82,10 @@ ONE_REPEAT = "needs 2 or more repeats"
 
 
 def operating_point_table(runs: Sequence[Mapping], target: float) -> pd.DataFrame:
-    """Each run where a trained model decides: at the threshold for sensitivity ``target``
-    chosen from its repeats (the median of the per-repeat thresholds), scored leave-one-repeat-out
-    with 95 % bootstrap intervals over patients (:func:`lympho.evaluation.run_operating_point`).
+    """Each run at the threshold for sensitivity ``target`` chosen from its repeats (the median
+    of the per-repeat thresholds), where ``train --sensitivity`` would decide, scored
+    leave-one-repeat-out (apparent: the other repeats are the same patients) with 95 % bootstrap
+    intervals over patients (:func:`lympho.evaluation.run_operating_point`).
     Columns: Configuration, Threshold, then balanced accuracy, recall and specificity as
     ``0.892 (0.83–0.94)``, the best balanced accuracy marked ★. A run with one repeat has no
     such estimate and says so."""

@@ -193,8 +193,8 @@ def differing_fields(runs: Sequence[dict]) -> list[str]:
 def tracker_table(runs: Sequence[dict], all_fields: bool = False) -> pd.DataFrame:
     """One row per run for the tracker: name, metrics (means, then the balanced accuracy's sd over
     folds and its 95 % bootstrap interval over patients, where the run has one; then balanced
-    accuracy and specificity at the run's stored 95 %-sensitivity operating point, for runs of 2
-    or more repeats stored since it was kept),
+    accuracy and specificity at 95 % sensitivity (apparent, leave-one-repeat-out: the run's
+    ``summary.operating_point``), for runs of 2 or more repeats stored since it was kept),
     tags, the configuration fields that differ between ``runs`` (every field with
     ``all_fields``), then the id, the cohort and the date. Numbers stay numbers so that
     columns sort."""

@@ -62,7 +62,8 @@ def cmd_ablation(args) -> None:
     if (points["Threshold"] == reports.ONE_REPEAT).all():
         print(f"(--repeats 2 or more also shows each configuration at its {TARGET_SENSITIVITY:.0%}-sensitivity threshold)")
     else:
-        print(f"\nat each configuration's threshold for {TARGET_SENSITIVITY:.0%} sensitivity (median of the repeats' "
-              "thresholds; each repeat decided at the other repeats' median; 95% CI by bootstrap over patients):")
+        print(f"\nat each configuration's threshold for {TARGET_SENSITIVITY:.0%} sensitivity instead (train "
+              f"--sensitivity {TARGET_SENSITIVITY}), apparent: the median of the repeats' thresholds, each repeat "
+              "decided at the other repeats' median, read from these same patients; 95% CI by bootstrap over patients:")
         print(points.to_string(index=False))
     print(f"wrote {args.out / 'ablation.csv'}")

@@ -20,8 +20,8 @@ def add_parser(commands) -> None:
     listing = runs.add_parser("list", help="every stored run, metrics first, differing parameters only")
     listing.add_argument("--tag", help="only runs with this tag")
     listing.add_argument("--sort", choices=(*METRIC_NAMES, "balanced_accuracy_at_op"), default="balanced_accuracy",
-                         help="sort by this metric's mean, or by the balanced accuracy at the 95%%-sensitivity "
-                              "threshold")
+                         help="sort by this metric's mean, or by the balanced accuracy at 95%% sensitivity "
+                              "(apparent, leave-one-repeat-out)")
     listing.add_argument("--all-params", action="store_true", help="every configuration field, not only those "
                                                                    "that differ")
     listing.set_defaults(run=cmd_runs_list)

@@ -18,8 +18,7 @@ def add_parser(commands) -> None:
     select.add_argument("--grid", choices=("clinical", "images", "fusion", "cells"), default="clinical",
                         help="the candidates: clinical (12: classifier x imbalance), images (those and 16 on "
                              "random-initialisation resnet18 features; extracts them once) or fusion (9: "
-                             "clinical models and late fusions with morphology, the recommended "
-                             "configuration's choice, best with --sensitivity 0.95) or cells (10: late fusions "
+                             "clinical models and late fusions with morphology) or cells (10: late fusions "
                              "with morphology or ssl features, pooled by mean, meanmax or a census of 16, 32 or "
                              "64 cell clusters); default: clinical")
     for name, default in (("outer-folds", 3), ("outer-repeats", 3), ("inner-folds", 3), ("inner-repeats", 2),
@@ -27,9 +26,9 @@ def add_parser(commands) -> None:
         select.add_argument(f"--{name}", type=setting(name.split("-")[-1]), default=default,
                             help=f"default {default}")
     select.add_argument("--sensitivity", type=checked(check_sensitivity),
-                        help="judge every candidate at the operating point a trained model stores: its threshold "
-                             "for this sensitivity, chosen on the training patients (needs --inner-repeats >= 2); "
-                             "default: at probability 0.5")
+                        help="judge every candidate at its threshold for this sensitivity, chosen on the training "
+                             "patients as train --sensitivity would (needs --inner-repeats >= 2); default: at "
+                             "probability 0.5, where train decides by default")
     select.add_argument("--classifiers", type=comma_list(CLASSIFIERS), help="only these (comma list)")
     select.add_argument("--imbalances", type=comma_list(IMBALANCE), help="only these (comma list)")
     select.add_argument("--json", type=Path, help="write the full result here")
