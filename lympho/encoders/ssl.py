@@ -29,16 +29,17 @@ import numpy as np
 from PIL import Image
 
 from lympho.data import default_cache_dir, write_text_atomic
-from lympho.encoders import WeightsUnavailable
+from lympho.encoders import WeightsUnavailable, source_version
 from lympho.encoders.torchvision import library_version, resolve_device_name
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-#: Version of the code that runs the network and prepares its input: bump it when a change
-#: alters the features, so cached ones are not reused.
-SSL_VERSION = "1"
+#: Version of the code that runs the network and prepares its input (this file, and the
+#: morphology module's decoding that it reuses): a digest of their source, so that any change
+#: of what it computes changes the cache key.
+SSL_VERSION = source_version(__file__, Path(__file__).with_name("morphology.py"))
 WEIGHTS_FILE, RECORD_FILE = "model.safetensors", "record.json"
 #: The weights shipped with the package (only when a pretraining earned its place).
 SHIPPED_WEIGHTS = Path(__file__).with_name("weights") / "ssl" / WEIGHTS_FILE
@@ -152,7 +153,7 @@ def save_weights(network: nn.Module, architecture: Architecture, folder: Path) -
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
     tmp = folder / f".{WEIGHTS_FILE}.tmp-{os.getpid()}"
-    save_file(state, str(tmp), metadata={"architecture": architecture.to_json(), "version": SSL_VERSION})
+    save_file(state, str(tmp), metadata={"architecture": architecture.to_json()})
     os.replace(tmp, folder / WEIGHTS_FILE)
     return folder / WEIGHTS_FILE
 
