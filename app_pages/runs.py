@@ -111,7 +111,8 @@ if st.button("Fit and predict the test set", disabled=job_busy(SLOT)):
     config, cache = ExperimentConfig.from_dict(run["config"]), cache_dir()
 
     def work(progress):
-        return train_model(cohort, config, cache, progress).predict(cohort.select("test"), cache, progress)
+        model = train_model(cohort, config, cache, progress, outer_repeats=0)  # predictions only: no promise
+        return model.predict(cohort.select("test"), cache, progress)
 
     start_job(SLOT, f"Submission from {run['label']}", work)
 job = finished_job(SLOT, "Could not predict the test set")

@@ -12,8 +12,8 @@ from lympho.data import MAX_AGE, MAX_LYMPH_COUNT, CohortError
 from lympho.decision import (DISCLAIMER_SHORT, evidence_text, inputs_used, model_card, operating_point_text,
                              promise_text, result_key, similar_text, thumbnails, zone_text)
 from lympho.experiment import RECOMMENDED
-from lympho.scoring import (ModelError, instance_scores, is_recommended, load_model, make_patient, model_catalog,
-                            patient_warnings, save_model, score_patient, train_model)
+from lympho.scoring import (ModelError, default_rule, instance_scores, is_recommended, load_model, make_patient,
+                            model_catalog, patient_warnings, save_model, score_patient, train_model)
 from lympho.uploads import UPLOAD_SUFFIXES, save_uploads
 from app_pages import cells
 from app_pages.common import config_form, finished_job
@@ -64,7 +64,7 @@ with st.expander("Train a model on the loaded cohort", expanded=not catalog, ico
         st.info("Load a cohort in the sidebar first.")
     else:
         st.caption("Any configuration, image-based ones included: it is fitted on every labelled patient, "
-                   "cross-validated to place its triage zones, decides at the fixed threshold 0.5, and its "
+                   f"cross-validated to place its triage zones, decides at the {default_rule().text()}, and its "
                    "promise is measured by nested cross-validation. Defaults: the recommended procedure, which "
                    "chooses between the recommended configuration's poolings inside every training set.")
         train_config = config_form("train", RECOMMENDED, disabled=job_busy(SLOT))

@@ -145,7 +145,8 @@ def promise_lines(point: Mapping) -> list[str]:
 
 
 def zone_lines(point: Mapping) -> list[str]:
-    """The triage zones: thresholds, and each zone's nested share of patients and error rate."""
+    """The triage zones: thresholds, and each zone's nested share of patients with the error rate
+    of rule-out (malignant patients ruled out) and rule-in (reactive patients ruled in)."""
     zones = point.get("zones") or {}
     nested = zones.get("nested")
     if zones.get("rule_out") is None:
@@ -158,7 +159,8 @@ def zone_lines(point: Mapping) -> list[str]:
         lines.append("  nested: rule-out " + figure_text(nested["rule-out"]["fraction"]) + " of patients, "
                      + figure_text(nested["rule-out"]["error_rate"]) + " of them malignant (sensitivity "
                      + figure_text(nested["rule-out"]["sensitivity"]) + "); refer "
-                     + figure_text(nested["refer"]["fraction"]) + "; rule-in " + figure_text(nested["rule-in"]["fraction"])
+                     + figure_text(nested["refer"]["fraction"]) + "; rule-in "
+                     + figure_text(nested["rule-in"]["fraction"])
                      + ", " + figure_text(nested["rule-in"]["error_rate"]) + " of them reactive (specificity "
                      + figure_text(nested["rule-in"]["specificity"]) + ")")
     return lines

@@ -69,7 +69,8 @@ class Rule:
             raise ValueError(f"{self.kind} rule: value must be a number strictly between 0 and 1, got {self.value!r}")
 
     def text(self) -> str:
-        """``threshold for 95% sensitivity``, ``threshold of the highest balanced accuracy``, ``fixed threshold 0.5``."""
+        """``threshold for 95% sensitivity``, ``threshold of the highest balanced accuracy``,
+        ``fixed threshold 0.5``."""
         if self.kind == "fixed":
             return f"fixed threshold {self.value:g}"
         if self.kind == "balanced":

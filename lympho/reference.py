@@ -69,7 +69,8 @@ def comparison_rows(ours: dict | None = None) -> list[dict]:
         figure = stored["operating_point"]["estimate"]["metrics"]["balanced_accuracy"]
         rows.append({"name": "This tool: the recommended model's promise (nested CV)", "value": figure["estimate"],
                      "low": figure["low"], "high": figure["high"], "ours": True,
-                     "note": f"nested cross-validation of train with no options on the {stored['cohort']['n_labelled']} "
+                     "note": f"nested cross-validation of train with no options on the "
+                             f"{stored['cohort']['n_labelled']} "
                              f"labelled patients, at its stored threshold; 95% CI re-running every choice"})
     if ours is not None:
         rows.append({"name": ours["name"], "value": ours["mean"], "low": ours["mean"] - ours["std"],

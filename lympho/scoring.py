@@ -175,9 +175,10 @@ def train_model(cohort, config: ExperimentConfig | None = None, cache_dir: Path 
     (:func:`lympho.promise.promise`); ``apparent`` beside it is the chosen candidate's own
     leave-one-repeat-out figure, measured on the patients it was chosen on. Also stored:
     the triage zones' thresholds and nested figures (``zones``) and the nested figures per
-    clinical subgroup (``meta["subgroups"]``). Where a class has too few patients for the
-    folds, the first candidate is fitted at 0.5 (or a fixed rule's value) and
-    ``meta["oof_unavailable"]`` says why.
+    clinical subgroup (``meta["subgroups"]``). ``outer_repeats=0`` measures no promise (a
+    model fitted only to predict). Where a class has too few patients for the folds, the
+    first candidate is fitted at 0.5 (or a fixed rule's value) and ``meta["oof_unavailable"]``
+    says why; where the promise could not be measured, ``meta["promise_unavailable"]`` does.
     """
     from sklearn.base import clone
 
@@ -208,13 +209,15 @@ def train_model(cohort, config: ExperimentConfig | None = None, cache_dir: Path 
     meta["oof"] = {column: oof[column].tolist() for column in oof}  # plain Python values
     on_fit = (lambda done, total: progress("fits", done, total)) if progress else None
     try:
+        if outer_repeats < 1:  # a model fitted only to predict (the Runs page's submission)
+            raise ValueError("not measured (outer_repeats=0)")
         nested = fit_nested(candidates, y, outer_folds=folds, outer_repeats=outer_repeats, inner_folds=folds,
                             inner_repeats=min(inner_repeats, threshold_repeats), seed=seed, progress=on_fit)
         estimate = promise(nested, rule, n_boot=n_boot or PROMISE_BOOTSTRAP)
         decisions = np.array(estimate.pop("decisions"), dtype=bool)
         estimate.pop("zone_decisions")
         meta["subgroups"] = subgroup_estimates(patients, y, decisions)
-    except ValueError as err:  # an outer training part too small for the inner folds
+    except ValueError as err:  # not asked for, or an outer training part too small for the inner folds
         estimate = None
         meta["promise_unavailable"] = str(err)
     zones = {"rule_out": choice["rule_out"], "rule_in": choice["rule_in"],
@@ -432,7 +435,8 @@ def score_patient(model: TrainedModel, patient: Patient, cache_dir: Path | None 
     experts = [(name.removeprefix(EXPERT_COLUMN), float(row[name])) for name in row.index
                if name.startswith(EXPERT_COLUMN)]
     return {"id": patient.id, "probability": float(row["probability"]), "prediction": int(row["prediction"]),
-            "zone": str(row["zone"]), "threshold": threshold, "n_images": len(patient.images), "model": model.meta["label"],
+            "zone": str(row["zone"]), "threshold": threshold, "n_images": len(patient.images),
+            "model": model.meta["label"],
             "gender": patient.gender, "age": float(patient.age), "sampling_date": patient.sampling_date.isoformat(),
             "lymph_count": float(patient.lymph_count),
             "experts": experts, "combine": model.config.combine_name() if experts else None,

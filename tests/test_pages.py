@@ -206,7 +206,7 @@ def test_runs_page_compares_and_exports(cohort, isolated_cache):
     app.button[-1].click().run()  # fit and predict the test set
     finish_job(app, "submission")
     predictions = app.dataframe[-1].value
-    assert list(predictions.columns) == ["id", "probability", "prediction"]
+    assert list(predictions.columns) == ["id", "probability", "prediction", "zone"]
     assert len(predictions) == len(cohort.select("test"))
 
 

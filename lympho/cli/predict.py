@@ -16,7 +16,8 @@ def add_parser(commands) -> None:
     predict.add_argument("--model", type=Path, required=True)
     add_trust_pickle(predict)
     predict.add_argument("--split", choices=tuple(SPLITS), default="test")
-    predict.add_argument("--out", type=Path, required=True, help="CSV: ID,probability,prediction")
+    predict.add_argument("--out", type=Path, required=True, help="CSV: id,probability,prediction,zone (and each expert's "
+                         "probability for a late fusion)")
     predict.add_argument("--kaggle", action="store_true", help="write the challenge's Id,Predicted")
     predict.add_argument("--in-sample", action="store_true",
                          help="allow --split train (in-sample predictions of the training patients)")
