@@ -188,7 +188,7 @@ if shown is not None:
     zone = zone_text(result.get("zone", "n/a"), model.meta)
     if zone:  # the triage zone first: it holds up better than one cut when new patients differ
         show_zone = {"rule-out": st.success, "refer": st.warning, "rule-in": st.error}[result["zone"]]
-        show_zone(f"**Triage zone: {zone}**", icon=":material/triage:")
+        show_zone(f"**Triage zone: {zone}**", icon=":material/flag:")
     risk, decision = st.columns([1, 2])
     risk.metric("Probability of malignancy", f"{result['probability']:.1%}",
                 f"threshold {result['threshold']:.3f}", delta_color="off", delta_arrow="off")

@@ -20,7 +20,6 @@ import pytest
 from lympho.data import load_cohort
 from lympho.experiment import ExperimentConfig, run_experiment
 from lympho.runstore import RunStore
-from lympho.experiment import RECOMMENDED
 from lympho.scoring import save_model, train_model
 from lympho.synthetic import demo_cohort_dir
 
@@ -85,7 +84,8 @@ def server(tmp_path_factory):
                                                                              classifier=classifier)))
     # the recommended model (late fusion with the morphology expert: its cell features are cached here for the
     # server), its threshold from 2 CV repeats instead of 10 to keep the test short
-    save_model(train_model(demo, RECOMMENDED, cache, threshold_repeats=2, outer_repeats=1), cache / "models" / "recommended-demo")
+    save_model(train_model(demo, None, cache, threshold_repeats=2, outer_repeats=1, inner_repeats=2),
+               cache / "models" / "recommended-demo")  # the recommended procedure, with small repeats
     with running_dashboard(cache, startup_s=60) as (url, _):
         yield {"url": url, "cache": cache}
 

@@ -89,15 +89,19 @@ def test_extract_fills_the_cache(small_cohort, capsys):
 def test_train_predict_score(small_cohort, tmp_path, capsys):
     model = tmp_path / "model"
     code, out, _ = run_cli(capsys, "train", "--data", small_cohort, "--features", "both", *IMAGE_OPTIONS,
-                           "--classifier", "logreg", "--out", model)
+                           "--classifier", "logreg", "--out", model, "--sensitivity", "0.95",
+                           "--threshold-repeats", "3", "--outer-repeats", "1", "--inner-repeats", "2")
     assert code == 0 and (model / "model.json").is_file()
-    assert "decision: malignant when probability >= " in out and "chosen for sensitivity 0.95" in out
-    assert "recall: " in out and "decided at the median threshold of the other repeats" in out
+    assert "decision: malignant when probability >= " in out and "(threshold for 95% sensitivity; the repeats' " \
+        "thresholds ranged" in out and "the outer splits' " in out
+    assert out.index("promise (what a new patient gets)") < out.index("apparent, measured on the patients it was")
+    assert "the configuration and threshold re-chosen in each of 1000 bootstrap draws" in out
     code, _, _ = run_cli(capsys, "predict", "--model", model, "--data", small_cohort, "--split", "test",
                          "--out", tmp_path / "p.csv")
     predictions = pd.read_csv(tmp_path / "p.csv")
-    assert list(predictions.columns[:3]) == ["id", "probability", "prediction"] and len(predictions) == 3
-    assert list(predictions.columns[3:]) == ["probability: LogReg clinical", "probability: LogRegCV morphology/meanmax"]
+    assert list(predictions.columns[:4]) == ["id", "probability", "prediction", "zone"] and len(predictions) == 3
+    assert list(predictions.columns[4:]) == ["probability: LogReg clinical", "probability: LogRegCV morphology/meanmax"]
+    assert set(predictions.zone) <= {"rule-out", "refer", "rule-in"}
     threshold = json.loads((model / "model.json").read_text())["operating_point"]["threshold"]
     assert (predictions["prediction"] == (predictions["probability"] >= threshold)).all()
     code, _, err = run_cli(capsys, "predict", "--model", model, "--data", small_cohort, "--split", "train",
@@ -204,7 +208,8 @@ def test_score_a_zip_with_report_and_target_sensitivity(small_cohort, tmp_path, 
 
     model = tmp_path / "model"
     run_cli(capsys, "train", "--data", small_cohort, "--features", "both", *IMAGE_OPTIONS,
-            "--classifier", "logreg", "--out", model)
+            "--classifier", "logreg", "--out", model, "--threshold-repeats", "3", "--outer-repeats", "1",
+            "--inner-repeats", "2")
     images = load_cohort(small_cohort).select("test")[0].images
     archive = tmp_path / "cells.zip"
     with zipfile.ZipFile(archive, "w") as bundle:

@@ -135,7 +135,8 @@ def test_two_processes_training_into_one_model_directory_both_leave_a_valid_mode
     from lympho.scoring import load_model
 
     command = [sys.executable, "-m", "lympho", "train", "--data", str(small_cohort_template), "--features",
-               "clinical", "--classifier", "logreg", "--threshold-repeats", "2", "--out", str(tmp_path / "model")]
+               "clinical", "--classifier", "logreg", "--threshold-repeats", "2", "--outer-repeats", "1", "--out",
+               str(tmp_path / "model")]
     env = {**os.environ, "LYMPHO_CACHE": str(tmp_path / "cache")}
     processes = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   text=True) for _ in range(2)]
