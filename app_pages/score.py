@@ -206,7 +206,7 @@ if shown is not None:
         if model.meta.get("oof") and advanced:
             chosen_point = model.operating_point_estimate(threshold=result["threshold"])
             st.caption("A threshold chosen here has no promise: " + operating_point_text(model.meta, chosen_point))
-        elif model.meta.get("oof"):
+        elif model.meta.get("oof") and not promise:  # a model saved before promises: its figure, labelled
             st.caption(operating_point_text(model.meta))
     st.markdown("**Inputs as used:** " + " · ".join(f"{name}: {value}" for name, value in shown["used"])
                 + f" · Model: {result['model']}")

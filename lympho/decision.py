@@ -76,7 +76,8 @@ def operating_point_text(meta: Mapping, point: Mapping | None = None) -> str:
     how = (point.get("rule") or {}).get("text") or (f"threshold for {target:.0%} sensitivity" if target
                                                      else "fixed" if stored else "chosen on this page")
     parts = [f"threshold {threshold:.3f} ({how})"]
-    spread = point.get("threshold_range") if stored else None
+    chosen = (point.get("rule") or {}).get("kind") != "fixed"  # a fixed threshold has no range
+    spread = point.get("threshold_range") if stored and chosen else None
     if spread:
         parts.append(f"the repeats' thresholds ranged {spread['min']:.3f}–{spread['max']:.3f}")
     estimate = point.get("apparent") or point.get("estimate")
