@@ -164,10 +164,11 @@ if left.button("Score", type="primary"):
                                    sampling_date=sampling_date, require_images=uses_images)
             with st.spinner(f"Scoring {len(saved)} images…" if uses_images else "Scoring…"):
                 result = score_patient(model, patient, cache_dir(), threshold=threshold)
-                cells = instance_scores(model, patient, cache_dir())
+                ranked_cells = instance_scores(model, patient, cache_dir())
             thumbs = [p.read_bytes() for p in saved]
-            ranked = [] if cells is None else [(p.read_bytes(), s) for p, s in zip(cells.path, cells.score)]
-            measure = None if cells is None else str(cells.measure.iloc[0])
+            ranked = [] if ranked_cells is None else [(p.read_bytes(), s) for p, s in
+                                                      zip(ranked_cells.path, ranked_cells.score)]
+            measure = None if ranked_cells is None else str(ranked_cells.measure.iloc[0])
         st.session_state[RESULT] = {"key": key, "result": result, "ranked": ranked, "thumbs": thumbs,
                                     "used": inputs_used(patient, uses_images), "measure": measure,
                                     "warnings": patient_warnings(patient)}
