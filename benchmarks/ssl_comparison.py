@@ -117,13 +117,17 @@ def print_tables(result: dict) -> None:
     import pandas as pd
 
     rows = pd.DataFrame(result["rows"])
-    print(f"Out of fold: {len(set(rows.seed))} split seed(s) x {result['repeats']} repeats of 3-fold CV")
-    table = rows.groupby(["encoder", "pooling"], sort=False).agg(
-        image_auc=("image_auc", "mean"), image_auc_seed_sd=("image_auc", "std"), fused_auc=("fused_auc", "mean"),
-        fused_auc_seed_sd=("fused_auc", "std"), fused_ba=("fused_ba", "mean")).reset_index()
-    print("\nOut of fold (mean over split seeds; sd between seeds)")
-    print(table.to_string(index=False, float_format="%.3f"))
+    if len(rows):
+        print(f"Out of fold: {len(set(rows.seed))} split seed(s) x {result['repeats']} repeats of 3-fold CV")
+        table = rows.groupby(["encoder", "pooling"], sort=False).agg(
+            image_auc=("image_auc", "mean"), image_auc_seed_sd=("image_auc", "std"),
+            fused_auc=("fused_auc", "mean"), fused_auc_seed_sd=("fused_auc", "std"),
+            fused_ba=("fused_ba", "mean")).reset_index()
+        print("\nOut of fold (mean over split seeds; sd between seeds)")
+        print(table.to_string(index=False, float_format="%.3f"))
     nested = pd.DataFrame(result["nested"])
+    if not len(nested):
+        return
     print("\nNested estimate (balanced accuracy at 0.5, choosing the pooling among the five fused candidates)")
     print(nested[["encoder", "seed", "nested_ba", "naive_ba", "naive"]].to_string(index=False, float_format="%.3f"))
     print(nested.groupby("encoder", sort=False)["nested_ba"].agg(["mean", "std"]).to_string(float_format="%.3f"))
@@ -136,7 +140,7 @@ def main() -> None:
     parser.add_argument("--encoders", nargs="+", choices=tuple(ENCODERS), default=list(ENCODERS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="split seeds, out of fold")
     parser.add_argument("--repeats", type=int, default=3, help="3-fold CV repeats per seed, out of fold")
-    parser.add_argument("--oof-poolings", nargs="+", choices=POOLINGS, default=["mean", "meanmax", "census"])
+    parser.add_argument("--oof-poolings", nargs="*", choices=POOLINGS, default=["mean", "meanmax", "census"])
     parser.add_argument("--nested-seeds", nargs="*", type=int, default=[0, 1])
     parser.add_argument("--outer-repeats", type=int, default=1, help="outer 3-fold repeats of the nested CV")
     parser.add_argument("--inner-repeats", type=int, default=1, help="inner 3-fold repeats of the nested CV")
@@ -157,11 +161,11 @@ def main() -> None:
                      args.nested_seeds, args.outer_repeats, args.inner_repeats)
     result["repeats"] = args.repeats
     seconds = time.perf_counter() - start
-    print_tables(result)
-    print(f"\n{seconds:.0f} s on {cpu_model()}; ssl weights {weights} ({weights_digest(weights)[:12]})")
     if args.json:
         args.json.write_text(json.dumps({"cohort": str(cohort.root), "seconds": seconds, "cpu": cpu_model(),
                                          "ssl_weights": str(weights), **result}, indent=1))
+    print_tables(result)
+    print(f"\n{seconds:.0f} s on {cpu_model()}; ssl weights {weights} ({weights_digest(weights)[:12]})")
 
 
 if __name__ == "__main__":
