@@ -196,7 +196,7 @@ def test_late_fusion_config_runs_and_records_its_experts(small_cohort_template, 
         ExperimentConfig(features="both", image_model="attention")
     assert [c.label() for c in fusion_configs(RECOMMENDED)] == [  # an image expert with its own classifier
         "LogReg, clinical", "LogRegCV morphology/meanmax", "LogReg, clinical + morphology/meanmax",
-        "late log-odds mean, clinical weight 0.65: LogReg clinical | LogRegCV morphology/meanmax"]
+        "late log-odds mean: LogReg clinical | LogRegCV morphology/meanmax"]
     alone = ExperimentConfig(features="images", encoder="morphology", image_classifier="logregcv")
     assert alone.uses_records and alone.label() == "LogRegCV morphology/mean"
     assert config_pipeline(alone, []).steps[-1][1].__class__.__name__ == "LogisticRegressionCV"
