@@ -24,7 +24,6 @@ Prints one JSON line.
 """
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -41,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from challenge_layout import write_trainset_csv  # noqa: E402
 from extraction import cpu_model, extract_process  # noqa: E402
 
 from lympho.data import read_image  # noqa: E402
@@ -77,10 +77,7 @@ def volume_set(cells: list[Path], root: Path, patients: int, per_patient: int) -
             paths.append(path)
         rows.append({"ID": f"P{patient}", "LABEL": patient % 2, "GENDER": "MF"[patient % 2], "DOB": "1/2/1950",
                      "LYMPH_COUNT": "10.5"})
-    with (root / "trainset" / "trainset_true.csv").open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_trainset_csv(root, rows)
     return paths
 
 

@@ -24,7 +24,6 @@ microseconds per image and one JSON line.
 """
 
 import argparse
-import csv
 import io
 import json
 import os
@@ -42,6 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from challenge_layout import write_trainset_csv  # noqa: E402
 from extraction import cpu_model  # noqa: E402
 
 from lympho.data import load_cohort  # noqa: E402
@@ -69,10 +69,7 @@ def write_cohort(root: Path, n_images: int, per_patient: int) -> Path:
             os.utime(path, (past, past))
         rows.append({"ID": patient, "LABEL": start // per_patient % 2, "GENDER": "M", "DOB": "1/2/1950",
                      "LYMPH_COUNT": "10.5"})
-    with (root / "trainset" / "trainset_true.csv").open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_trainset_csv(root, rows)
     return root
 
 
