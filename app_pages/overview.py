@@ -75,7 +75,7 @@ with right:
                    + f"Measured {stored['computed']} on {stored['machine']} ({stored['command']}).")
         weakest = weakest_text(stored["subgroups"])
         if weakest:
-            st.markdown(f"**Where it is weakest:** {weakest[0].upper()}{weakest[1:]}.")
+            st.markdown(f"**Where it is weakest:** {weakest.removeprefix('least reliable in: ')}.")
         with st.expander("By subgroup, triage zones, and the apparent figure", icon=":material/groups:"):
             st.dataframe(subgroup_table(stored["subgroups"]), hide_index=True)
             st.caption("Nested out-of-fold decisions at the stored threshold, by age at sampling, lymphocyte "
