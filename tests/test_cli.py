@@ -326,3 +326,18 @@ def test_the_cohort_loader_warnings_are_printed(small_cohort, capsys):
     table.to_csv(csv, index=False)
     code, _, err = run_cli(capsys, "data", "--data", small_cohort)
     assert code == 0 and "warning: " in err and "line 4, field LYMPH_COUNT: lymphocyte count 650" in err
+
+
+def test_profile_writes_statistics_despite_the_fast_exit(small_cohort, tmp_path):
+    """``python -m cProfile -m lympho`` writes nothing (the fast exit skips its teardown): --profile does."""
+    import pstats
+
+    profile = tmp_path / "extract.prof"
+    done = subprocess.run([sys.executable, "-m", "lympho", "--profile", str(profile), "extract", "--data",
+                           str(small_cohort), "--encoder", "resnet18", "--weights", "none", "--split", "train",
+                           "--cache-dir", str(tmp_path / "cache")], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert profile.is_file() and f"profile -> {profile}" in done.stderr
+    functions = {name for _, _, name in pstats.Stats(str(profile)).stats}
+    assert "cmd_extract" in functions

@@ -18,6 +18,7 @@ import atexit
 import os
 import sys
 import threading
+from pathlib import Path
 
 from lympho.cli import ablation, data, evaluate, extract, predict, pretrain, runs, score, select, train
 from lympho.data import CacheError, CohortError
@@ -31,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m lympho",
         description="Reactive (0) or malignant (1) lymphocytosis from blood-smear image bags and clinical data.")
+    parser.add_argument("--profile", type=Path, metavar="FILE",
+                        help="profile the command with cProfile and write its statistics to FILE (read them with "
+                             "python -m pstats FILE, or snakeviz); the fast exit keeps `python -m cProfile` from "
+                             "writing its own")
     commands = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.add_parser(commands)
@@ -59,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        run(args)
     except Exception as err:
         if not isinstance(err, user_errors()):
             raise
@@ -69,6 +74,21 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; the cache keeps what was extracted so far", file=sys.stderr)
         return 130
     return 0
+
+
+def run(args) -> None:
+    """Run the parsed command, under cProfile when ``--profile FILE`` asks (written even if it fails)."""
+    if args.profile is None:
+        args.run(args)
+        return
+    import cProfile
+
+    profiler = cProfile.Profile()
+    try:
+        profiler.runcall(args.run, args)
+    finally:
+        profiler.dump_stats(args.profile)
+        print(f"profile -> {args.profile} (python -m pstats {args.profile})", file=sys.stderr)
 
 
 def exit_now(code: int) -> None:
