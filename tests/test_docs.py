@@ -194,8 +194,15 @@ def test_cli_md_option_lists_name_only_the_commands_options(command):
     assert not wrong, f"docs/cli.md, section '{command}': {sorted(set(wrong))} are not options of '{command}'"
 
 
+def global_options() -> set[str]:
+    """The options of ``python -m lympho`` itself, before the command (e.g. --profile)."""
+    return {o for a in build_parser()._actions for o in a.option_strings if o.startswith("--") and o != "--help"}
+
+
 def test_cli_md_names_no_option_that_does_not_exist():
-    known = {option for options in COMMANDS.values() for option in options} | {"--help"}
+    known = {option for options in COMMANDS.values() for option in options} | {"--help"} | global_options()
     text = "\n".join(prose_lines(CLI_MD))
     unknown = sorted(set(OPTION.findall(text)) - known)
     assert not unknown, f"docs/cli.md names options no command has: {unknown}"
+    missing = sorted(global_options() - set(OPTION.findall(text)))
+    assert not missing, f"docs/cli.md does not document the global options {missing}"
