@@ -72,12 +72,9 @@ def operating_point_text(meta: Mapping, point: Mapping | None = None) -> str:
     :func:`promise_text`."""
     stored = point is None
     point = point or meta.get("operating_point") or {}
-    threshold, target = float(point.get("threshold", 0.5)), point.get("target_sensitivity")
-    how = (point.get("rule") or {}).get("text") or (f"threshold for {target:.0%} sensitivity" if target
-                                                     else "fixed" if stored else "chosen on this page")
-    parts = [f"threshold {threshold:.3f} ({how})"]
-    chosen = (point.get("rule") or {}).get("kind") != "fixed"  # a fixed threshold has no range
-    spread = point.get("threshold_range") if stored and chosen else None
+    how = _rule_text(point) if stored or point.get("target_sensitivity") else "chosen on this page"
+    parts = [f"threshold {float(point.get('threshold', 0.5)):.3f} ({how})"]
+    spread = point.get("threshold_range") if stored and _read_from_data(point) else None
     if spread:
         parts.append(f"the repeats' thresholds ranged {spread['min']:.3f}–{spread['max']:.3f}")
     estimate = point.get("apparent") or point.get("estimate")
@@ -89,6 +86,21 @@ def operating_point_text(meta: Mapping, point: Mapping | None = None) -> str:
         parts.append("apparent, on the training patients' out-of-fold predictions: " + ", ".join(figures)
                      + (f" ({estimate['method']})" if estimate.get("method") else ""))
     return "; ".join(parts)
+
+
+def _rule_text(point: Mapping) -> str:
+    """How a stored threshold was chosen: the rule's text, or for a model saved before rules,
+    from its target sensitivity (``fixed threshold`` without one)."""
+    target = point.get("target_sensitivity")
+    return (point.get("rule") or {}).get("text") or (f"threshold for {target:.0%} sensitivity" if target
+                                                      else "fixed threshold")
+
+
+def _read_from_data(point: Mapping) -> bool:
+    """Whether the threshold was read from the training patients (so it has a range and is
+    re-chosen in the promise), rather than fixed."""
+    return (point.get("rule") or {}).get("kind", "sensitivity" if point.get("target_sensitivity") else "fixed") \
+        != "fixed"
 
 
 def figure_text(value: Mapping | None, digits: int = 2) -> str:
@@ -117,10 +129,7 @@ def promise_text(point: Mapping | None) -> str | None:
 def promise_lines(point: Mapping) -> list[str]:
     """The promise first, how it was measured, the threshold and its range, then the apparent
     figure labelled as such: what ``train`` prints and the model card condenses."""
-    estimate, rule = point.get("estimate"), point.get("rule") or {}
-    how = rule.get("text") or ("fixed threshold" if not point.get("target_sensitivity")
-                               else f"threshold for {point['target_sensitivity']:.0%} sensitivity")
-    chosen = rule.get("kind") != "fixed"  # a fixed threshold is read from no patient: nothing to re-choose
+    estimate, how, chosen = point.get("estimate"), _rule_text(point), _read_from_data(point)
     spread = point.get("threshold_range") if chosen else None
     lines = []
     if promise_text(point):
@@ -152,7 +161,7 @@ def zone_lines(point: Mapping) -> list[str]:
     nested = zones.get("nested")
     if zones.get("rule_out") is None:
         return []
-    rule_out, rule_in = zones["rule_out"], max(zones["rule_in"], zones["rule_out"])
+    rule_out, rule_in = zones["rule_out"], zones["rule_in"]
     lines = [f"triage zones: rule-out (reactive) below {rule_out:.3f} (threshold for 98% sensitivity), "
              f"rule-in (malignant) at or above {rule_in:.3f} (threshold for 95% specificity), indeterminate: "
              f"refer between"]
@@ -176,8 +185,7 @@ def zone_text(zone: str, meta: Mapping) -> str | None:
     zones = (meta.get("operating_point") or {}).get("zones") or {}
     if zone not in ZONE_TEXT or zones.get("rule_out") is None:
         return None
-    return (f"{ZONE_TEXT[zone]} (rule-out below {zones['rule_out']:.3f}, rule-in from "
-            f"{max(zones['rule_in'], zones['rule_out']):.3f})")
+    return f"{ZONE_TEXT[zone]} (rule-out below {zones['rule_out']:.3f}, rule-in from {zones['rule_in']:.3f})"
 
 
 def subgroup_lines(rows: Sequence[Mapping]) -> list[str]:

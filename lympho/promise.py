@@ -387,7 +387,8 @@ def final_choice(rule: Rule, y, inner: Sequence[np.ndarray], folds: int) -> dict
     ``inner``: per candidate, its repeated out-of-fold probabilities on all the patients.
     Returns ``chosen`` (candidate index), ``threshold``, ``per_repeat`` (the chosen
     candidate's threshold in each repeat), the ``rule_out`` and ``rule_in`` thresholds (the
-    medians of theirs), and ``apparent``: the leave-one-repeat-out estimate on these same
+    medians of theirs; ``rule_in`` raised to ``rule_out`` where it lies below, so that the
+    stored pair reads as it decides), and ``apparent``: the leave-one-repeat-out estimate on these same
     patients, optimistic because the candidate was chosen on them; shown second, so labelled.
     """
     from lympho.evaluation import decision_estimates
@@ -402,10 +403,10 @@ def final_choice(rule: Rule, y, inner: Sequence[np.ndarray], folds: int) -> dict
         np.array([np.median(np.delete(per_repeat, r)) for r in range(len(rows))])
     apparent = decision_estimates(y, rows >= held_out[:, None], folds=folds, method=APPARENT_METHOD,
                                   threshold=threshold)
-    zone_cuts = {name: float(np.median(_per_repeat_thresholds(zone_rule, y, rows, ones)))
-                 for name, zone_rule in (("rule_out", RULE_OUT), ("rule_in", RULE_IN))}
+    rule_out, rule_in = (float(np.median(_per_repeat_thresholds(zone_rule, y, rows, ones)))
+                         for zone_rule in (RULE_OUT, RULE_IN))
     return {"chosen": chosen, "threshold": threshold, "per_repeat": [float(t) for t in per_repeat],
-            "apparent": apparent, **zone_cuts}
+            "apparent": apparent, "rule_out": rule_out, "rule_in": max(rule_in, rule_out)}
 
 
 def zone_of(probability, rule_out: float, rule_in: float) -> np.ndarray:

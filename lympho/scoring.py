@@ -188,7 +188,8 @@ def train_model(cohort, config: ExperimentConfig | None = None, cache_dir: Path 
 
     configs = tuple(RECOMMENDED_GRID if config is None else (config,))
     rule = default_rule() if rule is None else rule
-    patients, ids = cohort.labelled(), [p.id for p in cohort.labelled()]
+    patients = cohort.labelled()
+    ids = [p.id for p in patients]
     candidates, y = config_candidates(cohort, configs, cache_dir, progress)
     folds, seed = configs[0].folds, configs[0].seed
     meta = {"format": MODEL_FORMAT, "cohort": cohort_summary(cohort), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
